@@ -23,7 +23,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
 )
 
 __all__ = [
@@ -39,10 +38,10 @@ __all__ = [
     "HealthUpdate",
     "NewDetection",
     "Ping",
-    "Pong",
     "PlateDetection",
-    "VehicleDetection",
+    "Pong",
     "ValidationError",
+    "VehicleDetection",
     "first_error",
     "format_timestamp",
     "now_timestamp",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from lpr_agent import __version__
 
 # Order is the order shown in --help.
-VERB_MODULES = ("run", "status", "check", "detect", "spool", "config", "version")
+VERB_MODULES = ("run", "status", "check", "detect", "spool", "config", "demo", "version")
 
 
 def build_parser() -> argparse.ArgumentParser:
