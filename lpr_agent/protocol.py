@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 MAX_ID_LEN = 128
+# Far above any real frame, far below SQLite's 64-bit INTEGER limit (a bigger
+# count would make a server's insert fail instead of being rejected cleanly).
+MAX_COUNT = 1_000_000
 HealthState = Literal["healthy", "warning", "error"]
 
 
@@ -105,13 +108,15 @@ Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
 Base64Image = Annotated[str, AfterValidator(_check_base64_image)]
 EventId = Annotated[str, AfterValidator(_check_uuid)]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class _Message(BaseModel):
     """Base of every wire message: unknown fields are kept, never rejected."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # allow_inf_nan=False: NaN/Infinity are not JSON; a server cannot store
+    # or echo them portably.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready dict to emit, without unset optional extensions."""

@@ -1,0 +1,40 @@
+"""Settings of the server stub (CLI flags map one to one onto these fields)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PORT = 8765
+DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
+
+
+class StubConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 = any).")
+    db: Path = Field(default=Path("lpr-stub.db"), description="SQLite database file.")
+    legacy: bool = Field(
+        default=False,
+        description="Behave like the deployed reference servers (protocol.md): empty acks, "
+        "no de-duplication, a `connect` event, 500 for non-JSON bodies, REST not broadcast.",
+    )
+    faults: bool = Field(
+        default=False, description="Enable the /admin/faults fault-injection API (tests only)."
+    )
+    token: str | None = Field(
+        default=None,
+        description="Shared secret; when set, Socket.IO needs auth={'token': T} and REST "
+        "needs 'Authorization: Bearer T'.",
+    )
+    body_limit: int = Field(
+        default=DEFAULT_BODY_LIMIT, gt=0, description="Largest accepted request body, bytes."
+    )
+    online_window_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A camera without a live Socket.IO registration counts as online this "
+        "long after its last message.",
+    )

@@ -1,0 +1,137 @@
+"""Caps, the degradation order, the free-disk threshold and giving file space back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lpr_agent.spool import Kind
+
+from .conftest import detection, health
+
+
+def drops(spool) -> dict[str, int]:
+    return spool.stats().drops
+
+
+def test_byte_cap_drops_images_of_oldest_detections_first(spool_factory) -> None:
+    spool = spool_factory(max_bytes=60_000, degrade_to=0.9)
+    put = [spool.put(Kind.DETECTION, detection(i, image_bytes=1500)) for i in range(40)]
+    st = spool.stats()
+    assert st.bytes <= 60_000
+    assert drops(spool)["images_dropped"] > 0
+    assert drops(spool)["health_coalesced"] == 0 and drops(spool)["detections_dropped"] == 0
+    items = spool.list_items(100)
+    assert [i.id for i in items] == put  # nothing dropped, only images
+    stripped = [i for i in items if i.payload.get("images_dropped")]
+    kept = [i for i in items if "annotated_image" in i.payload]
+    assert stripped and kept
+    # Oldest first: every stripped item is older than every item with images.
+    assert max(i.id for i in stripped) < min(i.id for i in kept)
+    for i in stripped:
+        assert "annotated_image" not in i.payload and "cropped_plates" not in i.payload
+        assert i.payload["ocr_results"] and i.payload["plate_detections"]  # text and boxes stay
+    assert spool.check_counts() == {}
+
+
+def test_degradation_order_images_then_health_then_oldest_detections(spool_factory) -> None:
+    spool = spool_factory(max_bytes=10**9, max_items=10**6, health_keep_per_component=2,
+                          max_health_items=10**6)
+    det = spool.put_many([(Kind.DETECTION, detection(i, image_bytes=800)) for i in range(30)])
+    hl = spool.put_many([(Kind.HEALTH, health(i, component=c))
+                         for i in range(10) for c in ("camera", "disk")])
+    total = spool.stats().bytes
+
+    # 1. A byte cap that images alone can satisfy: only images go.
+    spool.config = spool.config.model_copy(update={"max_bytes": total - 5000, "degrade_to": 1.0})
+    spool.maintain()
+    d = drops(spool)
+    assert 0 < d["images_dropped"] < 30 and d["health_coalesced"] == 0
+    assert d["detections_dropped"] == 0
+
+    # 2. An item cap: images cannot help; old health goes before any detection.
+    n_items = spool.stats().items
+    spool.config = spool.config.model_copy(
+        update={"max_items": n_items - 10})
+    spool.maintain()
+    d = drops(spool)
+    assert d["health_coalesced"] == 16 and d["detections_dropped"] == 0
+    left_health = [i.id for i in spool.list_items(100, kind=Kind.HEALTH)]
+    assert left_health == sorted(hl[-4:])  # the newest 2 per component
+
+    # 3. Tighter still: the oldest detections go, the newest stay, FIFO intact.
+    spool.config = spool.config.model_copy(update={"max_items": 14})
+    spool.maintain()
+    d = drops(spool)
+    assert d["detections_dropped"] == 20
+    assert [i.id for i in spool.list_items(100, kind=Kind.DETECTION)] == det[-10:]
+    st = spool.stats()
+    assert st.items == 14
+    assert spool.check_counts() == {}
+    assert [i.id for i in spool.lease(100)] == [*sorted(hl[-4:], reverse=True), *det[-10:]]
+
+
+def test_too_many_health_snapshots_are_coalesced_below_the_caps(spool_factory) -> None:
+    spool = spool_factory(max_health_items=5, health_keep_per_component=1)
+    hl = [spool.put(Kind.HEALTH, health(i, component=f"c{i % 2}")) for i in range(8)]
+    spool.maintain()
+    assert [i.id for i in spool.lease(10)] == [hl[7], hl[6]]
+    assert drops(spool)["health_coalesced"] == 6
+
+
+def test_item_cap_is_enforced_on_put_without_waiting_for_the_timer(spool_factory) -> None:
+    spool = spool_factory(max_items=100, degrade_to=0.5, maintenance_interval_s=3600)
+    put = spool.put_many([(Kind.DETECTION, detection(i)) for i in range(100)])
+    assert drops(spool)["detections_dropped"] == 0
+    spool.put(Kind.DETECTION, detection(100))  # crosses the cap
+    st = spool.stats()
+    assert st.items == 50 and drops(spool)["detections_dropped"] == 51
+    assert spool.list_items(1)[0].id == put[51]
+
+
+def test_low_free_disk_triggers_the_same_degradation(spool_factory) -> None:
+    # A threshold above any real disk: the spool sheds everything it may, in
+    # order, and counts each step (the only deterministic setting on a shared disk).
+    spool = spool_factory(min_free_disk_bytes=2**62, disk_check_interval_s=3600)
+    spool.put_many([(Kind.DETECTION, detection(i, image_bytes=500)) for i in range(10)])
+    spool.put_many([(Kind.HEALTH, health(i)) for i in range(5)])
+    spool.maintain(force_disk_check=True)
+    d = drops(spool)
+    assert d["images_dropped"] == 10 and d["health_coalesced"] == 2
+    assert d["detections_dropped"] == 10
+    st = spool.stats()
+    assert st.depth == {"detection": 0, "health": 3, "registration": 0}
+    assert st.free_disk_bytes is not None and st.free_disk_bytes > 0
+
+
+def test_disk_check_is_rate_limited(spool_factory) -> None:
+    spool = spool_factory(min_free_disk_bytes=1, disk_check_interval_s=3600,
+                          maintenance_interval_s=0.001)
+    first = spool.free_disk_bytes
+    assert first is not None
+    # Fill the disk a bit: a non-rate-limited check would see a different figure.
+    big = Path(spool.path).with_name("filler")
+    big.write_bytes(os.urandom(4 * 1024 * 1024))
+    os.fsync(os.open(big, os.O_RDONLY))
+    for i in range(20):
+        spool.put(Kind.DETECTION, detection(i))
+    assert spool.free_disk_bytes == first
+
+
+def test_file_space_is_given_back_after_a_backlog_drains(spool_factory) -> None:
+    spool = spool_factory(vacuum_min_free_bytes=1024 * 1024)
+    for start in range(0, 1200, 200):
+        spool.put_many([(Kind.DETECTION, detection(i, image_bytes=6000))
+                        for i in range(start, start + 200)])
+    full = spool.stats().file_bytes
+    assert full > 8 * 1024 * 1024
+    while items := spool.lease(200):
+        spool.ack([i.id for i in items])
+    for _ in range(10):  # bounded work per run; a few runs give everything back
+        spool.maintain()
+    st = spool.stats()
+    assert st.items == 0
+    assert st.file_bytes < 1024 * 1024, st.file_bytes
+    spool.close()
+    # The file on disk shrank too (the WAL was checkpointed into it at close).
+    assert Path(spool.path).stat().st_size < 1024 * 1024

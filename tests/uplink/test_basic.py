@@ -1,0 +1,47 @@
+"""Basic delivery over Socket.IO and REST against the real stub."""
+
+from __future__ import annotations
+
+from lpr_agent.spool import Kind
+from tests.uplink.conftest import (
+    assert_exactly_once,
+    fast_config,
+    new_health,
+    put_detections,
+    spool_empty,
+    wait_until,
+)
+
+
+def test_drains_over_socketio_with_outcome_acks(stub, spool, run_uplink):
+    ids = put_detections(spool, 200)
+    up = run_uplink(fast_config(stub.url))
+    wait_until(lambda: spool_empty(spool), 30, "spool drained")
+    st = up.stats()
+    assert st.channel == "socketio"
+    assert st.connected and st.ack_style == "outcome"
+    assert st.acked == 200 and st.rejected == 0
+    assert st.last_ack_at is not None and st.ack_latency_p50_ms is not None
+    recs = stub.records()
+    assert_exactly_once(recs, ids)
+    assert {r["channel"] for r in recs} == {"socketio"}
+    # Each new put wakes the uplink at once (listener), not on the next poll.
+    hid = new_health(1)
+    spool.put(Kind.HEALTH, hid)
+    wait_until(lambda: any(h.get("event_id") == hid["event_id"]
+                           for h in stub.health_records()), 5, "health stored")
+    assert up.stop() < 3.0
+    assert not up.stats().connected
+
+
+def test_rest_only_when_socketio_blocked(stub, spool, run_uplink):
+    stub.faults(block_socketio=True)
+    ids = put_detections(spool, 50)
+    up = run_uplink(fast_config(stub.url))
+    wait_until(lambda: spool_empty(spool), 30, "spool drained")
+    st = up.stats()
+    assert st.channel == "rest" and not st.connected
+    recs = stub.records()
+    assert_exactly_once(recs, ids)
+    assert {r["channel"] for r in recs} == {"rest"}
+    up.stop()
