@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/spool_bench.py [--rounds 5] [--dir DIR] [--big 100000]
 
-Every figure sits beside its baseline measured in the same run on the same disk,
-interleaved round by round (the order flips every round), and the medians over
-the rounds are compared, because this machine is shared and noisy. The raw
-sqlite3 baselines do the same work as the spool (WAL, same ``synchronous``,
-JSON-encode the same 1 KB dict on put, JSON-decode it on read) with nothing
-else: one table, no indexes, no bookkeeping.
+Every figure sits beside its baseline measured in the same run on the same disk:
+each spool operation is timed right next to the same raw operation (the order
+flips every time), and the medians of the per-operation times are compared,
+because this machine is shared and noisy. The raw
+sqlite3 baselines do the same work as the spool (WAL, same ``synchronous``;
+store what every item carries: kind, event_id, creation time and the same 1 KB
+dict JSON-encoded; JSON-decode it on read; one commit per put / batch / take)
+with nothing else: one table, no indexes, no state, no bookkeeping.
 
 The last line of output is one JSON object (ratios > 1 mean the spool is faster):
   put_ratio         raw single-put time / spool single-put time
@@ -143,87 +145,63 @@ def run(args: argparse.Namespace, base: Path) -> int:
         for start in range(0, depth, 1000):
             target.put_many((Kind.DETECTION, detection_payload(start + j)) for j in range(1000))
 
+    # Per-operation samples. Each spool operation is timed right next to the
+    # same raw operation (order flipped every time), so a burst of load from
+    # the neighbours hits both sides alike; medians drop the bursts.
     m: dict[str, list[float]] = {k: [] for k in (
         "raw_put", "spool_put", "pq_put", "raw_batch", "spool_batch",
         "raw_take", "spool_lease_ack", "pq_get_ack", "lease_1k", "lease_big")}
 
-    counts: dict[str, int] = {}
-    n_pq = args.puts
-    for rnd in range(args.rounds):
-        flip = rnd % 2 == 1
-
-        def single_raw() -> None:
-            for p in payloads[: args.puts]:
-                raw_put(raw, p)
-
-        def single_spool() -> None:
-            for p in payloads[: args.puts]:
-                spool.put(Kind.DETECTION, p)
-
-        pair = [("raw_put", single_raw), ("spool_put", single_spool)]
-        for key, fn in reversed(pair) if flip else pair:
-            m[key].append(timed(fn) / args.puts)
-
-        def batch_raw() -> None:
-            for b in range(args.batches):
-                raw_put_many(raw, payloads[b * BATCH:(b + 1) * BATCH])
-
-        def batch_spool() -> None:
-            for b in range(args.batches):
-                spool.put_many((Kind.DETECTION, p) for p in payloads[b * BATCH:(b + 1) * BATCH])
-
-        pair = [("raw_batch", batch_raw), ("spool_batch", batch_spool)]
-        for key, fn in reversed(pair) if flip else pair:
-            m[key].append(timed(fn) / args.batches)
-
-        # Drain everything just queued (puts + batches), 100 at a time.
-        def take_raw() -> int:
-            n = 0
-            while k := raw_take(raw, BATCH):
-                n += k
-            return n
-
-        def take_spool() -> int:
-            n = 0
-            while items := spool.lease(BATCH):
-                spool.ack([i.id for i in items])
-                n += len(items)
-            return n
-
-        def drain(key: str, fn: Callable[[], int]) -> None:
+    def pair(flip: bool, a: tuple[str, Callable[[], Any]], b: tuple[str, Callable[[], Any]]
+             ) -> None:
+        for key, fn in (b, a) if flip else (a, b):
             t0 = time.perf_counter()
-            counts[key] = fn()
-            m[key].append((time.perf_counter() - t0) / (counts[key] / BATCH))
+            fn()
+            m[key].append(time.perf_counter() - t0)
 
-        pair2 = [("raw_take", take_raw), ("spool_lease_ack", take_spool)]
-        for key, fn in reversed(pair2) if flip else pair2:
-            drain(key, fn)
-        assert counts["raw_take"] == counts["spool_lease_ack"], counts
+    def spool_take() -> None:
+        spool.ack([i.id for i in spool.lease(BATCH)])
 
-        # persist-queue: its put is not timed against anything; its get+ack
-        # per item is compared with the spool's lease+ack per item.
-        m["pq_put"].append(timed(lambda: [pq.put(p) for p in payloads[:n_pq]]) / n_pq)
+    flip = False
+    for rnd in range(args.rounds):
+        for p in payloads[: args.puts]:
+            flip = not flip
+            pair(flip, ("raw_put", lambda p=p: raw_put(raw, p)),
+                 ("spool_put", lambda p=p: spool.put(Kind.DETECTION, p)))
+        for b in range(args.batches):
+            chunk = payloads[b * BATCH:(b + 1) * BATCH]
+            flip = not flip
+            pair(flip, ("raw_batch", lambda c=chunk: raw_put_many(raw, c)),
+                 ("spool_batch", lambda c=chunk: spool.put_many((Kind.DETECTION, p) for p in c)))
+        # Drain what was just queued, 100 at a time, both sides step by step.
+        for _ in range(args.puts // BATCH + args.batches):
+            flip = not flip
+            pair(flip, ("raw_take", lambda: raw_take(raw, BATCH)),
+                 ("spool_lease_ack", spool_take))
+        assert spool.stats().items == 0 and raw.execute("SELECT count(*) FROM q").fetchone()[0] == 0
 
-        def pq_drain() -> None:
-            for _ in range(n_pq):
-                pq.ack(pq.get(block=False))
+        # persist-queue put, then get+ack per item (compared per item with
+        # the spool's lease+ack of 100).
+        for p in payloads[: args.puts]:
+            t0 = time.perf_counter()
+            pq.put(p)
+            m["pq_put"].append(time.perf_counter() - t0)
+        for _ in range(args.puts):
+            t0 = time.perf_counter()
+            pq.ack(pq.get(block=False))
+            m["pq_get_ack"].append(time.perf_counter() - t0)
 
-        m["pq_get_ack"].append(timed(pq_drain) / n_pq)
-
-        def lease_at(target: Spool) -> float:
-            times = []
-            for _ in range(20):
-                t0 = time.perf_counter()
-                items = target.lease(BATCH)
-                times.append(time.perf_counter() - t0)
-                target.release([i.id for i in items])
-            return statistics.median(times)
-
-        pair3 = [("lease_1k", small), ("lease_big", big)]
-        for key, target in reversed(pair3) if flip else pair3:
-            m[key].append(lease_at(target))
+        for _ in range(20):
+            flip = not flip
+            small_ids: list[int] = []
+            big_ids: list[int] = []
+            pair(flip,
+                 ("lease_1k", lambda ids=small_ids: ids.extend(i.id for i in small.lease(BATCH))),
+                 ("lease_big", lambda ids=big_ids: ids.extend(i.id for i in big.lease(BATCH))))
+            small.release(small_ids)
+            big.release(big_ids)
         print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
-            f"{k}={v[-1] * 1e3:.3f}ms" for k, v in m.items()), file=sys.stderr)
+            f"{k}={statistics.median(v) * 1e3:.3f}ms" for k, v in m.items()), file=sys.stderr)
 
     med = {k: statistics.median(v) for k, v in m.items()}
     spool_item = med["spool_lease_ack"] / BATCH
@@ -246,6 +224,7 @@ def run(args: argparse.Namespace, base: Path) -> int:
         f"lease100_at_{args.big // 1000}k_ms": round(med["lease_big"] * 1e3, 4),
         "big_depth": args.big,
         "rounds": args.rounds,
+        "samples_per_op": {k: len(v) for k, v in m.items()},
         "synchronous": args.synchronous,
         "payload_bytes": len(json.dumps(payloads[0])),
         "sqlite": sqlite3.sqlite_version,

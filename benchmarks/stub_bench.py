@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import requests
 import socketio
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVERS = ("bare", "stub")
 CROP_B64 = base64.b64encode(os.urandom(3000)).decode()  # ~ a small JPEG plate crop
 
 log = logging.getLogger("stub_bench")
@@ -184,6 +186,10 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"server on {port} did not start")
 
+    def cpu(self) -> float:
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -214,10 +220,10 @@ def main() -> int:
 
     # Both servers run side by side and are measured in alternating rounds, so
     # that load from other processes on the machine hits both alike; the
-    # ratio reported is the median of the per-round ratios.
-    rates: dict[str, dict[str, list[float]]] = {
-        name: {"sio": [], "rest": []} for name in ("bare", "stub")
-    }
+    # ratio reported is the median of the per-round ratios. Server CPU time
+    # per message is recorded too: unlike rates, it barely moves with load.
+    rates: dict[str, dict[str, list[float]]] = {n: {"sio": [], "rest": []} for n in SERVERS}
+    cpu_us: dict[str, dict[str, list[float]]] = {n: {"sio": [], "rest": []} for n in SERVERS}
     acked = 0
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -226,19 +232,10 @@ def main() -> int:
         db = Path(tmp) / "bench.db"
         try:
             stub = Server(
-                [
-                    sys.executable,
-                    "-m",
-                    "server_stub",
-                    "--port",
-                    str(port),
-                    "--db",
-                    str(db),
-                    "--log-level",
-                    "WARNING",
-                ],
+                [sys.executable, "-m", "server_stub", "--port", str(port), "--db", str(db),
+                 "--log-level", "WARNING"],
                 port,
-            )
+            )  # fmt: skip
         except BaseException:
             bare.stop()
             raise
@@ -249,14 +246,16 @@ def main() -> int:
             warm = requests.get(stub.url + "/api/statistics", timeout=30).json()["data"]
             for _ in range(args.rounds):
                 for name, server in servers.items():
-                    n, secs = asyncio.run(sio_load(server.url, args.seconds, args.window))
-                    rates[name]["sio"].append(n / secs)
-                    acked += n if name == "stub" else 0
-                    n, secs = asyncio.run(
-                        rest_load(server.url, args.seconds, args.rest_concurrency)
-                    )
-                    rates[name]["rest"].append(n / secs)
-                    acked += n if name == "stub" else 0
+                    for ch in ("sio", "rest"):
+                        cpu0 = server.cpu()
+                        if ch == "sio":
+                            load = sio_load(server.url, args.seconds, args.window)
+                        else:
+                            load = rest_load(server.url, args.seconds, args.rest_concurrency)
+                        n, secs = asyncio.run(load)
+                        rates[name][ch].append(n / secs)
+                        cpu_us[name][ch].append((server.cpu() - cpu0) / n * 1e6)
+                        acked += n if name == "stub" else 0
             stored = requests.get(stub.url + "/api/statistics", timeout=30).json()["data"]
         finally:
             bare.stop()
@@ -266,18 +265,24 @@ def main() -> int:
         raise RuntimeError(f"stub stored {new_rows} detections but acknowledged {acked}")
 
     print(
-        f"{'channel':<10}{'bare /s':>12}{'stub /s':>12}{'ratio':>8}   (medians of "
-        f"{args.rounds} rounds of {args.seconds:g} s)"
+        f"{'channel':<8}{'bare /s':>10}{'stub /s':>10}{'ratio':>7}{'bare cpu':>10}{'stub cpu':>10}"
+        f"   (medians of {args.rounds} rounds of {args.seconds:g} s; cpu = server CPU us/msg)"
     )
     summary: dict[str, Any] = {}
     for ch in ("sio", "rest"):
         ratios = [s / b for s, b in zip(rates["stub"][ch], rates["bare"][ch], strict=True)]
         bare_rate, stub_rate = median(rates["bare"][ch]), median(rates["stub"][ch])
+        bare_cpu, stub_cpu = median(cpu_us["bare"][ch]), median(cpu_us["stub"][ch])
         ratio = median(ratios)
-        print(f"{ch:<10}{bare_rate:>12.0f}{stub_rate:>12.0f}{ratio:>8.2f}")
+        print(
+            f"{ch:<8}{bare_rate:>10.0f}{stub_rate:>10.0f}{ratio:>7.2f}"
+            f"{bare_cpu:>10.0f}{stub_cpu:>10.0f}"
+        )
         summary[f"{ch}_bare_per_s"] = round(bare_rate, 1)
         summary[f"{ch}_stub_per_s"] = round(stub_rate, 1)
         summary[f"{ch}_ratio"] = round(ratio, 3)
+        summary[f"{ch}_server_cpu_us_per_msg_bare"] = round(bare_cpu)
+        summary[f"{ch}_server_cpu_us_per_msg_stub"] = round(stub_cpu)
     summary["stub_stored"] = stored["total_detections"]
     summary["acked_equals_stored"] = True
     summary["rounds"] = args.rounds

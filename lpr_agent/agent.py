@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lpr_agent import __version__
-from lpr_agent.config import AgentConfig, ConfigError, load_config
+from lpr_agent.config import EX_CONFIG, AgentConfig, ConfigError, load_config
 from lpr_agent.health import HealthReporter, _get, stats_dict
 from lpr_agent.logs import setup_logging
 from lpr_agent.systemd import Notifier, WatchdogGate, watchdog_interval
@@ -114,6 +114,12 @@ class Agent:
             log.error("stage failed; exiting so that systemd restarts the agent",
                       extra={"reason": str(exc)})
             self.exit_code = EXIT_FAILURE
+        except PermissionError as exc:
+            # Restarting will not grant the permission: fail like a bad config.
+            log.critical("cannot use the state directory or spool; set [spool] path / "
+                         "[daemon] state_dir or run under the systemd unit "
+                         "(StateDirectory=)", extra={"error": exc})
+            self.exit_code = EX_CONFIG
         except Exception:
             log.exception("agent failed")
             self.exit_code = EXIT_FAILURE

@@ -476,6 +476,7 @@ class HealthReporter:
         self.put = put
         self.last: list[dict[str, Any]] = []
         self.last_at: float | None = None
+        self._states: dict[str, str] = {}
 
     @staticmethod
     def _call(fn: Callable[[], Any] | None) -> Any:
@@ -517,12 +518,14 @@ class HealthReporter:
             self.put(payloads)
         self.last, self.last_at = payloads, time.time()
         for p in payloads:
-            if p["status"] != "healthy":
-                log.warning(
-                    "health %s", p["status"],
-                    extra={"component": p["component"], "reason": p["message"],
-                           "rate_limit_key": f"health:{p['component']}:{p['status']}"},
-                )
+            # One log line per change of a component's status, not one per round:
+            # the journal shows when something broke and when it recovered.
+            before = self._states.get(p["component"], "healthy")
+            if p["status"] != before:
+                level = logging.INFO if p["status"] == "healthy" else logging.WARNING
+                log.log(level, "%s is now %s (was %s)", p["component"], p["status"], before,
+                        extra={"reason": p["message"]})
+            self._states[p["component"]] = p["status"]
         return payloads
 
     async def run(self, stop: asyncio.Event) -> None:

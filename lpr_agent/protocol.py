@@ -11,7 +11,6 @@ that does not decode is useless to a dashboard) and lenient elsewhere.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import uuid
 from datetime import UTC, datetime
@@ -89,7 +88,9 @@ def _check_base64_image(value: str) -> str:
         return value
     payload = value.split(",", 1)[1] if value.startswith("data:") else value
     try:
-        base64.b64decode(payload, validate=True)
+        # strict_mode does in C what b64decode(validate=True) does with a
+        # regex, several times faster on image-sized strings.
+        binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ValueError("image is not valid base64") from None
     return value

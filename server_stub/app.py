@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_LIST = 1_000_000
-FLUSH_DELAY_S = 0.001
+# Group-commit linger when busy (tuning knob for benchmarks; 0 = never linger).
+FLUSH_DELAY_S = float(os.environ.get("LPR_STUB_FLUSH_DELAY_MS", "1")) / 1000
 BUSY_WINDOW_S = 0.005
 MAX_BATCH = 256
 DEFAULT_LIST = 100
@@ -75,7 +77,7 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Stored] = loop.create_future()
         if not self.pending:
-            if loop.time() - self._last_flush < BUSY_WINDOW_S:
+            if FLUSH_DELAY_S > 0 and loop.time() - self._last_flush < BUSY_WINDOW_S:
                 # Busy: Socket.IO events arrive one per loop turn, so a short
                 # linger lets a pipelining client's burst share one commit.
                 self._timer = loop.call_later(FLUSH_DELAY_S, self._flush)
@@ -241,8 +243,13 @@ class StubServer:
             "timestamp": self.reply_timestamp(),
         }
 
+    def room_has_members(self, room: str) -> bool:
+        # python-socketio encodes a broadcast even when nobody is in the room;
+        # with no dashboard open that would be pure waste on every message.
+        return bool(self.sio.manager.rooms.get("/", {}).get(room))
+
     async def broadcast_detection(self, data: dict[str, Any], stored: Stored) -> None:
-        if stored.duplicate:
+        if stored.duplicate or not self.room_has_members("dashboard"):
             return
         crops = data.get("cropped_plates")
         n_crops = len(crops) if isinstance(crops, list) else 0
@@ -265,7 +272,7 @@ class StubServer:
         await self.sio.emit("new_detection", payload, room="dashboard")
 
     async def broadcast_health(self, data: dict[str, Any], stored: Stored) -> None:
-        if stored.duplicate:
+        if stored.duplicate or not self.room_has_members("health_monitoring"):
             return
         payload = {
             "health_id": stored.id,

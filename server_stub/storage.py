@@ -6,7 +6,7 @@ sqlite-utils' ``insert`` re-derives the statement (and inspects the table) on
 every call, which costs more than the write itself at thousands of messages
 per second.
 
-Durability: WAL with ``synchronous=NORMAL``; messages that arrive together
+Durability: WAL with ``synchronous=OFF``; messages that arrive together
 are committed together (group commit, see ``write_batch``), and a message is
 answered only after its commit. A committed WAL transaction survives a SIGKILL
 of the stub (it is in the OS page cache); only a power loss or kernel crash
@@ -22,9 +22,11 @@ import base64
 import binascii
 import json
 import logging
+import os
 import sqlite3
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,21 @@ log = logging.getLogger(__name__)
 
 IMAGE_FIELDS = ("annotated_image", "cropped_plates")
 IMAGE_SLOTS = 1024  # images per record: the annotated frame + up to 1023 crops
+
+
+def time_ordered_uuid() -> str:
+    """A UUIDv7-style id (RFC 9562 layout): unix ms first, then random bits.
+
+    Consecutive ids sort together, so the unique index on them grows at its
+    end instead of dirtying a random page per message. Still an ordinary
+    UUID string for clients.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76 | ((rand >> 64) & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
 
 
 def utc_now() -> str:
@@ -51,7 +68,7 @@ def decode_image(value: Any) -> bytes | None:
         return None
     payload = value.split(",", 1)[1] if value.startswith("data:") else value
     try:
-        return base64.b64decode(payload, validate=True)
+        return binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError):
         return value.encode("utf-8", "replace")
 
@@ -68,12 +85,24 @@ def _safe_int(value: Any) -> int:
 
 
 def text_of(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    """A TEXT column value from anything a client sent (legacy mode stores raw input)."""
+    if not isinstance(value, str):
+        return _dumps(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON can carry lone surrogates ("\ud800"), which SQLite cannot bind.
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+# default=str: legacy payloads are unvalidated; never fail a store on them.
+# One encoder for all calls: json.dumps(...) with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def _dumps(value: Any) -> str:
-    # default=str: legacy payloads are unvalidated; never fail a store on them.
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 class Kind:
@@ -102,26 +131,33 @@ class Storage:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (group commit).
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        # synchronous=OFF: a commit is in the OS page cache when it returns,
+        # which survives a SIGKILL of the stub (the failure its tests make);
+        # only a kernel crash or power loss could lose it. NORMAL would add an
+        # fsync at every WAL checkpoint, stalling the event loop under load.
+        self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.db = sqlite_utils.Database(self.conn)
         self._create_schema()
         self._cameras: dict[str, dict[str, Any]] = {}
         self._load_cameras()
-        # Every stored event_id, so that the common case (a new message) needs
-        # no SELECT: ~120 bytes per message, fine for a test server.
-        self._event_ids: dict[str, set[str]] = {
-            Kind.DETECTION: {
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT event_id FROM records WHERE event_id IS NOT NULL"
-                )
-            },
-            Kind.HEALTH: {
-                r[0]
-                for r in self.conn.execute("SELECT event_id FROM health WHERE event_id IS NOT NULL")
-            },
+        # event_id -> its first stored message, for de-duplication without an
+        # index or a SELECT per message (~250 bytes each: fine for a test server).
+        self._pending_ids: list[tuple[str, str]] = []
+        self._event_ids: dict[str, dict[str, Stored]] = {
+            Kind.DETECTION: self._load_event_ids("records", "detection_id"),
+            Kind.HEALTH: self._load_event_ids("health", "health_id"),
         }
+
+    def _load_event_ids(self, table: str, id_column: str) -> dict[str, Stored]:
+        known: dict[str, Stored] = {}
+        rows = self.conn.execute(
+            f"SELECT event_id, {id_column}, seq, received_at FROM {table} "
+            "WHERE event_id IS NOT NULL ORDER BY seq"
+        )
+        for event_id, message_id, seq, received_at in rows:
+            known.setdefault(event_id, Stored(message_id, seq, received_at, duplicate=True))
+        return known
 
     # --- schema -------------------------------------------------------------------
 
@@ -151,7 +187,6 @@ class Storage:
                 pk="seq",
             )
             db["records"].create_index(["detection_id"], unique=True)
-            db["records"].create_index(["event_id"])
         if "images" not in db.table_names():
             # id = records.seq * IMAGE_SLOTS + slot (0: annotated, 1+n: crop n),
             # so an image is found by its rowid, without an index of its own.
@@ -174,7 +209,6 @@ class Storage:
                 },
                 pk="seq",
             )
-            db["health"].create_index(["event_id"])
         if "cameras" not in db.table_names():
             # Registrations only; counts, last-seen and health are derived
             # from records/health (at start-up) and then kept in memory.
@@ -230,20 +264,11 @@ class Storage:
     # --- writes -------------------------------------------------------------------
 
     def find_detection(self, event_id: str) -> Stored | None:
-        row = self.conn.execute(
-            "SELECT detection_id, seq, received_at FROM records WHERE event_id = ? "
-            "ORDER BY seq LIMIT 1",
-            (event_id,),
-        ).fetchone()
-        return Stored(row[0], row[1], row[2], duplicate=True) if row else None
+        """The first stored detection with this ``event_id`` (``duplicate=True``)."""
+        return self._event_ids[Kind.DETECTION].get(event_id)
 
     def find_health(self, event_id: str) -> Stored | None:
-        row = self.conn.execute(
-            "SELECT health_id, seq, received_at FROM health WHERE event_id = ? "
-            "ORDER BY seq LIMIT 1",
-            (event_id,),
-        ).fetchone()
-        return Stored(row[0], row[1], row[2], duplicate=True) if row else None
+        return self._event_ids[Kind.HEALTH].get(event_id)
 
     def add_detection(self, data: dict[str, Any], channel: str) -> Stored:
         """Store one detection (already validated, or raw in legacy mode)."""
@@ -269,18 +294,21 @@ class Storage:
         fails alone.
         """
         conn = self.conn
+        self._pending_ids = []
         conn.execute("BEGIN")
         try:
             results: list[Stored | Exception] = [self._write(*item) for item in items]
             conn.execute("COMMIT")
         except Exception:
             conn.execute("ROLLBACK")
+            self._forget_pending()
         else:
             for item, result in zip(items, results, strict=True):
                 self._after_commit(item, result)
             return results
         results = []
         for item in items:
+            self._pending_ids = []
             conn.execute("BEGIN")
             try:
                 result: Stored | Exception = self._write(*item)
@@ -288,10 +316,17 @@ class Storage:
                 self._after_commit(item, result)
             except Exception as exc:
                 conn.execute("ROLLBACK")
+                self._forget_pending()
                 log.exception("storing a %s failed", item[0])
                 result = exc
             results.append(result)
         return results
+
+    def _forget_pending(self) -> None:
+        """A rolled-back transaction: its event_ids were not stored after all."""
+        for kind, event_id in self._pending_ids:
+            self._event_ids[kind].pop(event_id, None)
+        self._pending_ids = []
 
     def _after_commit(self, item: WriteItem, result: Stored | Exception) -> None:
         """Keep the in-memory camera summary in step with what was committed."""
@@ -310,21 +345,21 @@ class Storage:
     def _write(self, kind: str, data: dict[str, Any], channel: str, dedup: bool) -> Stored:
         event_id = data.get("event_id")
         known = self._event_ids[kind]
-        if dedup and isinstance(event_id, str) and event_id in known:
-            found = (self.find_detection if kind == Kind.DETECTION else self.find_health)(event_id)
+        if dedup and isinstance(event_id, str):
+            found = known.get(event_id)
             if found is not None:
                 return found
         if kind == Kind.DETECTION:
             stored = self._insert_detection(data, channel)
         else:
             stored = self._insert_health(data, channel)
-        if isinstance(event_id, str):
-            # Added before the commit: a rolled-back id only costs a SELECT later.
-            known.add(event_id)
+        if isinstance(event_id, str) and event_id not in known:
+            self._pending_ids.append((kind, event_id))
+            known[event_id] = replace(stored, duplicate=True)
         return stored
 
     def _insert_detection(self, data: dict[str, Any], channel: str) -> Stored:
-        detection_id = str(uuid.uuid4())
+        detection_id = time_ordered_uuid()
         received_at = utc_now()
         payload = {k: v for k, v in data.items() if k not in IMAGE_FIELDS}
         annotated = decode_image(data.get("annotated_image"))
@@ -368,7 +403,7 @@ class Storage:
         return Stored(detection_id, seq, received_at)
 
     def _insert_health(self, data: dict[str, Any], channel: str) -> Stored:
-        health_id = str(uuid.uuid4())
+        health_id = time_ordered_uuid()
         received_at = utc_now()
         camera_id = text_of(data.get("camera_id"))
         checkpoint_id = text_of(data.get("checkpoint_id"))

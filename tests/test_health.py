@@ -141,3 +141,21 @@ def test_reporter_emits_valid_protocol_messages(tmp_path: Path) -> None:
     assert by["uplink"]["status"] == "error" and by["uplink"]["message"] == "uplink not running"
     assert by["camera"]["status"] == "healthy"
     assert by["system"]["details"]["process_rss_mb"] > 5
+
+
+def test_status_changes_are_logged_once(tmp_path: Path, caplog: Any) -> None:
+    import logging
+
+    pipeline = dict(GOOD_PIPELINE)
+    reporter = HealthReporter(HealthConfig(clock_unsynced="healthy"), CameraIdentity(),
+                              disk_path=tmp_path, pipeline_stats=lambda: pipeline,
+                              spool_stats=lambda: GOOD_SPOOL, uplink_stats=lambda: GOOD_UPLINK)
+    with caplog.at_level(logging.INFO, logger="lpr_agent.health"):
+        reporter.report()
+        pipeline["last_frame_age_s"] = 100.0
+        for _ in range(3):
+            reporter.report()
+        pipeline["last_frame_age_s"] = 0.1
+        reporter.report()
+    lines = [r.getMessage() for r in caplog.records if "camera" in r.getMessage()]
+    assert lines == ["camera is now error (was healthy)", "camera is now healthy (was error)"]

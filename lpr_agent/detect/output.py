@@ -50,11 +50,11 @@ def b64(data: bytes) -> str:
 
 
 def derived_vehicle_box(plate: Box, width: int, height: int) -> Box:
-    """A car-sized box around a plate: ~4.5 plate widths wide, plate near the bottom."""
+    """A car-sized box around a plate: ~3.5 plate widths wide, plate near the bottom."""
     x1, _y1, x2, y2 = plate
     pw = x2 - x1
     cx = (x1 + x2) / 2
-    vw = pw * 4.5
+    vw = pw * 3.5
     vh = vw * 0.75
     return (max(0.0, cx - vw / 2), max(0.0, y2 + pw * 0.4 - vh),
             min(float(width), cx + vw / 2), min(float(height), y2 + pw * 0.4))

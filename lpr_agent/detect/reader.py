@@ -142,7 +142,10 @@ class PlateReader:
         # A line cut by the frame border is a partly visible plate: its read
         # is a fragment (a false plate), and the tracker gets the whole
         # plate a few frames later.
-        if x1 <= EDGE_PX or y1 <= EDGE_PX or x2 >= fw - EDGE_PX or y2 >= fh - EDGE_PX:
+        # A quarter character height: a plate's border and margin are at least
+        # that wide, so text closer to the edge belongs to a cut-off plate.
+        edge = max(EDGE_PX, 0.25 * h)
+        if x1 <= edge or y1 <= EDGE_PX or x2 >= fw - edge or y2 >= fh - EDGE_PX:
             return False
         if self.config.roi is not None:
             cx, cy = (x1 + x2) / 2 / fw, (y1 + y2) / 2 / fh

@@ -139,14 +139,14 @@ class SyntheticSource:
     # --- geometry ------------------------------------------------------------------
     @property
     def car_size(self) -> tuple[int, int]:
-        w = int(self.options.width * 0.30)
-        return w, int(w * 0.62)
+        w = int(self.options.width * 0.34)
+        return w, int(w * 0.55)
 
     def _lane_y(self, lane: int) -> int:
         h = self.options.height
         lanes = self.options.cars
         _, car_h = self.car_size
-        top = int(h * 0.30)
+        top = int(h * 0.27)
         span = max(0, h - top - car_h - 10)
         return top + (span * lane // max(1, lanes - 1) if lanes > 1 else span // 2)
 
@@ -207,10 +207,11 @@ class SyntheticSource:
                 [(40, 40, 160), (160, 90, 30), (200, 200, 200), (40, 40, 40), (30, 120, 40),
                  (20, 140, 200), (120, 120, 120)]))
             _, car_h = self.car_size
-            plate = render_plate(text, max(24, int(car_h * 0.19)))
+            plate = render_plate(text, max(24, int(car_h * 0.16)))
             self._cars.append(_Car(self._next_id, text, lane, index, color, plate))  # type: ignore[arg-type]
             self._next_id += 1
             self.generated.append(text)
+            return  # one new car per frame, so lanes do not move in lock-step
 
     # --- drawing ---------------------------------------------------------------------
     def _make_background(self) -> np.ndarray:

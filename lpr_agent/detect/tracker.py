@@ -24,6 +24,7 @@ from lpr_agent.detect.reader import Box, PlateRead
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+MAX_FRAMES_PER_TRACK = 3
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -34,6 +35,10 @@ def edit_distance(a: str, b: str) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return prev[-1]
+
+
+def _partial(text: str, others: dict[str, float]) -> bool:
+    return len(text) >= 3 and any(text in o or o in text for o in others if len(o) >= 3)
 
 
 @dataclass
@@ -63,11 +68,21 @@ class Track:
         self.last_box = read.plate_box
         self.votes[read.text] = self.votes.get(read.text, 0.0) + read.confidence
         # The crop/photo of the event must show the text the vote picks, so
-        # keep the best sighting of every candidate text.
+        # keep the best sighting of every candidate text. An emitted track
+        # (parked car) needs no more photos.
+        keep_frame = keep_frame and not self.emitted
         best = self.best_by_text.get(read.text)
         if best is None or read.confidence > best.read.confidence:
             self.best_by_text[read.text] = sighting if keep_frame else Sighting(
                 read, sighting.time, None, sighting.processing_ms, sighting.meta)
+        if len(self.best_by_text) > MAX_FRAMES_PER_TRACK:
+            # Frames are megabytes: only the leading candidates keep theirs.
+            ranked = sorted(self.best_by_text, key=lambda t: self.votes[t], reverse=True)
+            for text in ranked[MAX_FRAMES_PER_TRACK:]:
+                old = self.best_by_text[text]
+                if old.frame is not None:
+                    self.best_by_text[text] = Sighting(old.read, old.time, None,
+                                                       old.processing_ms, old.meta)
 
     @property
     def text(self) -> str:
@@ -129,6 +144,9 @@ class PlateTracker:
                 cost = dist_px * 0.1  # same text: same vehicle wherever it went
             elif dist_text <= max(1, len(read.text) // 4) and dist_px <= self.max_distance:
                 cost = 1.0 + dist_text + dist_px
+            elif dist_px <= self.max_distance and _partial(read.text, track.votes):
+                # A plate entering or leaving the view is read in part.
+                cost = 2.0 + dist_px
             else:
                 continue
             if best is None or cost < best[0]:
@@ -156,6 +174,10 @@ class PlateTracker:
         return events
 
     def _expire(self, now: float) -> list[TrackEvent]:
+        if len(self._last_event) > 1000:
+            # Forget plates whose cooldown is long over (bounded memory).
+            self._last_event = {t: seen for t, seen in self._last_event.items()
+                                if now - seen < self.cooldown_s + self.track_timeout_s}
         events: list[TrackEvent] = []
         alive: list[Track] = []
         for track in self.tracks:

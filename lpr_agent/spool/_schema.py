@@ -11,11 +11,14 @@ So making due rows ready again is an index range scan, and ``lease`` reads the
 ready index in order: no sort, no scan over waiting rows, whatever the depth.
 
 ``lane`` is the lease order (0 health, 1 registration, 2 detection). ``id``
-is assigned by the ``Spool`` from a counter that only grows while the process
-lives (not SQLite's max(rowid)+1), so an id is never reused under a lease
-holder's feet: a late ack of an item that was dropped meanwhile must not
-delete a newer item that got the same id. (AUTOINCREMENT would do the same
-at the price of one more page written per put.)
+is assigned by the ``Spool`` from blocks of ids reserved in ``lane_stats``
+row -3 (column ``items`` = first id not reserved yet), not SQLite's
+max(rowid)+1, so an id is never reused: a late ack of an item that was dropped
+meanwhile must not delete a newer item that got the same id. (AUTOINCREMENT
+would do the same at the price of one more page written per put; a block
+costs one small write per 1000 puts.) Only one ``Spool`` at a time puts into
+a file (an flock on ``<file>.writer``), so ids are committed in increasing
+order, which the fold below relies on.
 
 ``lane_stats`` (items, bytes, waiting per lane; lane -1 = dead letters) and
 ``counters`` are updated in the same transaction as every change, once per
@@ -70,7 +73,7 @@ CREATE TABLE IF NOT EXISTS lane_stats (
     bytes   INTEGER NOT NULL DEFAULT 0,
     waiting INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO lane_stats(lane) VALUES (0), (1), (2), (-1), (-2);
+INSERT OR IGNORE INTO lane_stats(lane) VALUES (0), (1), (2), (-1), (-2), (-3);
 
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,

@@ -23,9 +23,12 @@ never has to upgrade to a writer mid-transaction (which would fail with BUSY).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sqlite3
@@ -70,6 +73,8 @@ LANES: dict[Kind, int] = {Kind.HEALTH: 0, Kind.REGISTRATION: 1, Kind.DETECTION: 
 KIND_OF_LANE: dict[int, Kind] = {lane: kind for kind, lane in LANES.items()}
 _DEAD_LANE = -1  # lane_stats row of the dead letters
 _WM_LANE = -2  # lane_stats row whose ``items`` is the fold watermark (see _schema)
+_IDS_LANE = -3  # lane_stats row whose ``items`` is the first id not reserved yet
+_ID_BLOCK = 1000
 
 # Drop reasons (counters ``drop:<reason>``), in degradation order.
 DROP_IMAGES = "images_dropped"
@@ -80,6 +85,7 @@ DROP_REASONS = (DROP_IMAGES, DROP_HEALTH, DROP_DETECTIONS)
 _IMAGE_FIELDS = ("annotated_image", "cropped_plates")
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_SQLITE_FULL = 13
 _DEGRADE_BATCH = 200
 _VACUUM_PAGES_PER_RUN = 4096  # bounds the time one maintenance run spends moving pages
 
@@ -128,6 +134,26 @@ class SpoolItem:
     # Leased by this Spool instance (leases are not visible to other processes).
     leased: bool = False
     size: int = 0
+
+
+_new_object = object.__new__
+
+
+def _make_item(
+    item_id: int, event_id: str, kind: Kind, created_at: float, payload: dict[str, Any],
+    attempts: int, last_error: str | None, next_attempt_at: float | None, leased: bool,
+    size: int,
+) -> SpoolItem:
+    """``SpoolItem(...)`` at a third of the cost: a frozen dataclass's __init__
+    goes through object.__setattr__ per field, which for a lease of 100 items
+    costs as much as the SQL. Same object, same immutability afterwards."""
+    item = _new_object(SpoolItem)
+    item.__dict__.update(
+        id=item_id, event_id=event_id, kind=kind, created_at=created_at, payload=payload,
+        attempts=attempts, last_error=last_error, next_attempt_at=next_attempt_at,
+        leased=leased, size=size,
+    )
+    return item
 
 
 @dataclass(frozen=True)
@@ -256,8 +282,9 @@ class Spool:
         self._approx_bytes = 0
         self._next_maintenance = 0.0
         self._next_disk_check = 0.0
-        # Next id to hand out (0: read max(id) first); see _schema on why.
-        self._next_id = 0
+        # The block of ids being handed out, [next, limit); see _schema on why.
+        self._next_id = self._id_limit = 0
+        self._writer_fd: int | None = None
         # Detections below this id have had their images dropped already.
         self._images_watermark = 0
         self.free_disk_bytes: int | None = None
@@ -272,7 +299,7 @@ class Spool:
         *,
         recover: bool = True,
         create: bool = True,
-        maintain: bool = True,
+        maintain: bool | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> Spool:
@@ -286,7 +313,8 @@ class Spool:
         must not pull the file from under a running daemon)
         ``SpoolCorruptError`` is raised instead. ``create=False`` raises
         ``FileNotFoundError`` for a missing file; ``maintain=False`` never
-        degrades, folds or vacuums (for guests such as the CLI).
+        degrades, folds or vacuums (for guests such as the CLI; the default is
+        ``recover``, i.e. guests that do not recover do not maintain either).
         """
         path = Path(config.path)
         if not create and not path.exists():
@@ -313,7 +341,7 @@ class Spool:
                     (str(recovered_from),),
                 )
         spool._next_due = spool._min_wait_until()
-        if maintain:
+        if recover if maintain is None else maintain:
             spool.maintain()
         else:
             # A guest (the CLI): leave caps and file space to the daemon.
@@ -432,19 +460,49 @@ class Spool:
         return [0, LANES[kind], event_id, now, text, len(text), component, has_images]
 
     def _take_ids(self, n: int) -> int:
-        """Reserve ``n`` ids; returns the first. Caller holds the lock."""
-        if self._next_id == 0:
-            self._refresh_next_id()
+        """Reserve ``n`` consecutive ids; returns the first. Caller holds the lock."""
+        if self._writer_fd is None:
+            self._acquire_writer()
+        if self._next_id + n > self._id_limit:
+            # A new block. Non-durable is enough: every put using these ids
+            # commits later, and its fsync covers this write too.
+            with self._txn(durable=False) as conn:
+                floor = conn.execute(
+                    "SELECT max((SELECT items FROM lane_stats WHERE lane = ?), "
+                    "(SELECT items FROM lane_stats WHERE lane = ?) + 1, "
+                    "coalesce((SELECT max(id) FROM items), 0) + 1, "
+                    "coalesce((SELECT max(id) FROM dead), 0) + 1)",
+                    (_IDS_LANE, _WM_LANE),
+                ).fetchone()[0]
+                limit = floor + max(_ID_BLOCK, n)
+                conn.execute(
+                    "UPDATE lane_stats SET items = ? WHERE lane = ?", (limit, _IDS_LANE)
+                )
+            self._next_id, self._id_limit = floor, limit
         first = self._next_id
         self._next_id += n
         return first
 
-    def _refresh_next_id(self) -> None:
-        top = self._conn.execute(
-            "SELECT max(coalesce((SELECT max(id) FROM items), 0), "
-            "coalesce((SELECT max(id) FROM dead), 0))"
-        ).fetchone()[0]
-        self._next_id = max(self._next_id, top + 1)
+    def _acquire_writer(self) -> None:
+        """Become the one Spool that puts into this file (see _schema: id order)."""
+        fd = os.open(self.path.with_name(self.path.name + ".writer"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.config.busy_timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or (
+                    time.monotonic() > deadline
+                ):
+                    os.close(fd)
+                    raise RuntimeError(
+                        f"another Spool (process) is putting into {self.path}; a spool "
+                        "file has one producer"
+                    ) from exc
+                time.sleep(0.01)
+        self._writer_fd = fd
 
     def put(self, kind: Kind | str, payload: dict[str, Any]) -> int:
         """Spool one item; it is durable (per ``synchronous``) when this returns."""
@@ -454,18 +512,15 @@ class Spool:
                 raise RuntimeError("spool is closed")
             if self._sync_now != self._durable_sync:
                 self._set_sync(self._durable_sync)
-            while True:
-                row[0] = self._take_ids(1)
-                try:
-                    # One statement outside BEGIN is its own transaction,
-                    # committed (and fsynced under FULL) before execute()
-                    # returns; lane_stats catches up at the next fold.
-                    self._conn.execute(_INSERT, row)
-                    break
-                except sqlite3.IntegrityError:
-                    # Another process put meanwhile (not the deployment's
-                    # shape, but must not fail): continue above its ids.
-                    self._refresh_next_id()
+            row[0] = self._take_ids(1)
+            try:
+                # One statement outside BEGIN is its own transaction, committed
+                # (and fsynced under FULL) before execute() returns; lane_stats
+                # catches up at the next fold.
+                self._conn.execute(_INSERT, row)
+            except sqlite3.OperationalError as exc:
+                self._on_full(exc)
+                self._conn.execute(_INSERT, row)
         self._after_put(1, row[5])
         return int(row[0])
 
@@ -476,18 +531,26 @@ class Spool:
         if not rows:
             return []
         with self._lock:
-            while True:
-                first = self._take_ids(len(rows))
-                for i, row in enumerate(rows):
-                    row[0] = first + i
-                try:
-                    with self._txn(durable=True) as conn:
-                        conn.executemany(_INSERT, rows)
-                    break
-                except sqlite3.IntegrityError:
-                    self._refresh_next_id()
+            first = self._take_ids(len(rows))
+            for i, row in enumerate(rows):
+                row[0] = first + i
+            try:
+                with self._txn(durable=True) as conn:
+                    conn.executemany(_INSERT, rows)
+            except sqlite3.OperationalError as exc:
+                self._on_full(exc)
+                with self._txn(durable=True) as conn:
+                    conn.executemany(_INSERT, rows)
         self._after_put(len(rows), sum(r[5] for r in rows))
         return [r[0] for r in rows]
+
+    def _on_full(self, exc: sqlite3.OperationalError) -> None:
+        """The disk (or the file's limit) is full: degrade now, then the caller retries
+        once. Anything else is re-raised."""
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) != _SQLITE_FULL:
+            raise exc
+        log.error("spool: %s while putting; degrading now and retrying once", exc)
+        self.maintain(force_disk_check=True, emergency=True)
 
     def _after_put(self, n: int, nbytes: int) -> None:
         for callback in list(self._listeners):
@@ -562,12 +625,10 @@ class Spool:
                 leases[r[0]] = (until, r[1])
             if rows:
                 self._leases_min_expiry = min(self._leases_min_expiry, until)
+        loads = json.loads
         return [
-            SpoolItem(
-                id=r[0], event_id=r[2], kind=KIND_OF_LANE[r[1]], created_at=r[3],
-                payload=json.loads(r[4]), attempts=r[5], last_error=r[6],
-                leased=True, size=r[8],
-            )
+            _make_item(r[0], r[2], KIND_OF_LANE[r[1]], r[3], loads(r[4]), r[5], r[6], None,
+                       True, r[8])
             for r in rows
         ]
 
@@ -780,11 +841,8 @@ class Spool:
             return self._conn.execute(sql, params).fetchall()
 
     def _item(self, r: Any) -> SpoolItem:
-        return SpoolItem(
-            id=r[0], event_id=r[2], kind=KIND_OF_LANE[r[1]], created_at=r[3],
-            payload=json.loads(r[4]), attempts=r[5], last_error=r[6], next_attempt_at=r[7],
-            leased=r[0] in self._leases, size=r[8],
-        )
+        return _make_item(r[0], r[2], KIND_OF_LANE[r[1]], r[3], json.loads(r[4]), r[5], r[6],
+                          r[7], r[0] in self._leases, r[8])
 
     def get(self, item_id: int) -> SpoolItem | None:
         rows = self._read(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,))
@@ -852,7 +910,7 @@ class Spool:
         """(lane, items, bytes, waiting) rows of lane_stats, and the fold watermark."""
         rows = conn.execute("SELECT lane, items, bytes, waiting FROM lane_stats").fetchall()
         wm = next(r[1] for r in rows if r[0] == _WM_LANE)
-        return [r for r in rows if r[0] != _WM_LANE], wm
+        return [r for r in rows if r[0] >= _DEAD_LANE], wm
 
     def _fold(self) -> None:
         """Count the puts since the last fold into ``lane_stats``. Caller holds the lock."""
@@ -890,7 +948,7 @@ class Spool:
 
     # --- caps, degradation, file space --------------------------------------------
 
-    def maintain(self, *, force_disk_check: bool = False) -> None:
+    def maintain(self, *, force_disk_check: bool = False, emergency: bool = False) -> None:
         """Enforce the caps and the free-disk threshold, coalesce health, reclaim space.
 
         Called (rate-limited) from put/ack; cheap when there is nothing to do.
@@ -917,6 +975,9 @@ class Spool:
                 goal_items = int(cfg.max_items * cfg.degrade_to)
             if nbytes > cfg.max_bytes:
                 goal_bytes = int(cfg.max_bytes * cfg.degrade_to)
+            if emergency:
+                # A write failed for lack of space: shed a tenth whatever the caps say.
+                goal_bytes = min(goal_bytes, int(nbytes * 0.9))
             if disk_deficit:
                 # Spool bytes only come back to the filesystem through the
                 # vacuum below, at roughly the rate payload bytes are freed.
@@ -929,7 +990,7 @@ class Spool:
                 self._coalesce_health()
                 items, nbytes, _ = self._totals()
             self._approx_items, self._approx_bytes = items, nbytes
-            self._reclaim_space(force=bool(disk_deficit))
+            self._reclaim_space(force=bool(disk_deficit) or emergency)
 
     def _totals(self) -> tuple[int, int, int]:
         """(items, bytes, health items), exact. Caller holds the lock."""
@@ -1083,6 +1144,9 @@ class Spool:
             self._closed = True
             self._leases.clear()
             self._conn.close()
+            if self._writer_fd is not None:
+                os.close(self._writer_fd)  # releases the flock
+                self._writer_fd = None
 
     def __enter__(self) -> Spool:
         return self

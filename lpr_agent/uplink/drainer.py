@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _rlog = RateLimitedLog(log)
 
 DETECTION, HEALTH, REGISTRATION = "detection", "health", "registration"
+_ACK_GATHER_S = 0.005
 
 
 class SpoolLike(Protocol):
@@ -106,13 +107,19 @@ class Uplink:
         # Socket.IO first: at start and after a plain disconnect, REST waits for
         # the outcome of one (re)connect attempt (bounded by connect_timeout_s).
         self._sio_first_attempt = True
+        self._sio_refused = False  # the last attempt connected but registration was refused
         self._rest_registered = False
         self._channel: Channel = "none"
+        self._last_channel: Channel = "none"  # last channel that carried traffic
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kinds_cache: dict[tuple[str, ...], Any] = {}
         self._ack_pending: list[int] = []
         self._buffer: deque[Any] = deque()  # leased, not sent yet
         self._busy: dict[str, int] = {"socketio": 0, "rest": 0}
+        self._lease_task: asyncio.Task[list[Any]] | None = None
+        self._lease_gen = 0
+        self._low_water: dict[str, int] = {}
+        self._gather_pending = False
         self._ack_task: asyncio.Task[None] | None = None
 
     # --- public -------------------------------------------------------------------
@@ -126,6 +133,13 @@ class Uplink:
         s.in_flight = len(self._in_flight)
         s.ack_latency_p50_ms = self._latency.percentile(0.50)
         s.ack_latency_p99_ms = self._latency.percentile(0.99)
+        sio = self._sio
+        s.extra = {
+            "socketio_window": sio.window if sio is not None and sio.alive else None,
+            "socketio_probation": bool(sio is not None and sio.alive and not sio.proven),
+            "rest_failures": self._rest_failures,
+            "socketio_failures": self._sio_failures,
+        }
         spool_stats = getattr(self.spool, "stats", None)
         if spool_stats is not None:
             with contextlib.suppress(Exception):
@@ -195,10 +209,13 @@ class Uplink:
                     self._release_buffer()
                 if channel == "rest":
                     await self._probe()
-            except Exception:
+            except Exception as exc:
                 # A spool or link bug must not stop delivery for good; the
-                # watchdog sees the heartbeat, the log sees the cause.
-                log.exception("uplink loop turn failed")
+                # watchdog sees the heartbeat, the log sees the cause (once
+                # per interval, not once per turn).
+                _rlog(logging.ERROR, "loop", "uplink loop turn failed: %r", exc)
+                log.debug("uplink loop turn failed", exc_info=True)
+                self._note_error(f"internal: {exc!r}")
                 await asyncio.sleep(self.config.poll_interval_s)
             if self._done:
                 continue
@@ -227,13 +244,16 @@ class Uplink:
     def _set_channel(self, channel: Channel) -> None:
         if channel == self._channel:
             return
-        previous = self._channel
         self._channel = channel
-        if previous == "socketio" and channel != "socketio":
-            self._stats.fallback_switches += 1
+        if channel == "none":
+            return  # offline or waiting for a connect attempt: not a switch
+        previous, self._last_channel = self._last_channel, channel
+        if previous == channel:
+            return
         if channel == "socketio":
             log.info("uplink: delivering over Socket.IO (%s acks)", self._stats.ack_style)
-        elif channel == "rest" and previous == "socketio":
+        elif previous == "socketio":
+            self._stats.fallback_switches += 1
             log.warning("uplink: Socket.IO unavailable, delivering over REST")
 
     def _rest_kinds(self) -> tuple[str, ...]:
@@ -267,21 +287,17 @@ class Uplink:
             # before a full window is thrown at it.
             window = 1 if self._rest_failures else self.config.rest_concurrency
             kinds = self._rest_kinds()
+        buffer = self._buffer
+        # A lease is a write transaction that reads (and decodes) whole
+        # payloads: take up to two windows ahead, in a worker thread, while
+        # the pipe keeps moving. The buffer stays that short so that a new
+        # health snapshot waits at most for it to go out.
+        ahead = min(self.config.batch, max(2 * window, 4))
+        if len(buffer) < max(ahead // 2, 1) and self._lease_task is None:
+            self._start_lease(ahead - len(buffer), kinds)
         free = window - self._busy[channel]
         if free <= 0:
             return
-        buffer = self._buffer
-        if len(buffer) < free:
-            # A lease is a write transaction: take a whole batch ahead instead
-            # of one item per ack. The buffer is short (one batch), so a new
-            # health snapshot waits at most for that batch to go out.
-            items = self._lease(self.config.batch - len(buffer), kinds)
-            if items:
-                items = _creation_order(items)
-                fresh_health = [it for it in items if _kind(it) == HEALTH]
-                others = [it for it in items if _kind(it) != HEALTH]
-                buffer.extendleft(reversed(fresh_health))
-                buffer.extend(others)
         unsendable: list[int] = []
         while free > 0 and buffer:
             item = buffer.popleft()
@@ -294,10 +310,43 @@ class Uplink:
         if unsendable:
             self.spool.release(unsendable)
 
+    def _start_lease(self, limit: int, kinds: tuple[str, ...]) -> None:
+        generation = self._lease_gen
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._lease, limit, kinds))
+        self._lease_task = task
+
+        def landed(t: asyncio.Task[list[Any]]) -> None:
+            self._lease_task = None
+            if t.cancelled():
+                return
+            if t.exception() is not None:
+                self._note_error(f"spool.lease failed: {t.exception()!r}")
+                _rlog(logging.ERROR, "lease", "uplink: spool.lease failed: %r", t.exception())
+                return
+            items = t.result()
+            if not items:
+                return
+            if generation != self._lease_gen:
+                # Leased before a release of older items: hand these back too,
+                # so the next lease returns everything in creation order.
+                self.spool.release([it.id for it in items])
+                return
+            items = _creation_order(items)
+            fresh_health = [it for it in items if _kind(it) == HEALTH]
+            others = [it for it in items if _kind(it) != HEALTH]
+            self._buffer.extendleft(reversed(fresh_health))
+            self._buffer.extend(others)
+            if self._wake is not None:
+                self._wake.set()
+
+        task.add_done_callback(landed)
+
     async def _dispatch(self, channel: Channel, item: Any, kind: str, *,
                         probe: bool = False) -> None:
         self._in_flight[item.id] = channel
         self._busy[channel] += 1
+        self._low_water[channel] = max(1, self._window_of(channel) // 2)
         self._stats.sent += 1
         sent_at = time.monotonic()
         if channel == "socketio":
@@ -316,7 +365,13 @@ class Uplink:
                 )
             )
 
+    def _window_of(self, channel: str) -> int:
+        if channel == "socketio":
+            return self._sio.window if self._sio is not None else 1
+        return self.config.rest_concurrency
+
     def _release_buffer(self) -> None:
+        self._lease_gen += 1  # a lease still in the worker thread is handed back too
         if self._buffer:
             ids = [it.id for it in self._buffer]
             self._buffer.clear()
@@ -357,6 +412,22 @@ class Uplink:
 
     def _complete(self, item: Any, outcome: Outcome, sent_at: float, channel: str) -> None:
         self._done.append(_Done(item, outcome, sent_at, channel))
+        wake = self._wake
+        if wake is None or wake.is_set():
+            return
+        # While the pipe is still at least half full, let completions gather
+        # for a few ms: one loop turn per batch instead of per ack leaves more
+        # CPU for sending (the server usually shares the machine's cores).
+        if outcome.verdict is not Verdict.DELIVERED or (
+            self._busy[channel] - len(self._done) < self._low_water.get(channel, 1)
+        ):
+            wake.set()
+        elif not self._gather_pending and self._loop is not None:
+            self._gather_pending = True
+            self._loop.call_later(_ACK_GATHER_S, self._gathered)
+
+    def _gathered(self) -> None:
+        self._gather_pending = False
         if self._wake is not None:
             self._wake.set()
 
@@ -428,6 +499,7 @@ class Uplink:
             # the next lease returns everything in creation order again.
             releases.extend(it.id for it in self._buffer)
             self._buffer.clear()
+            self._lease_gen += 1
             spool.release(releases)
 
     def _queue_acks(self, ids: list[int]) -> None:
@@ -442,6 +514,9 @@ class Uplink:
 
     async def _flush_acks(self) -> None:
         while self._ack_pending:
+            # Let acks gather for a few ms: every hand-off to the worker
+            # thread costs a GIL round trip that slows the sending side.
+            await asyncio.sleep(_ACK_GATHER_S)
             ids, self._ack_pending = self._ack_pending, []
             try:
                 await asyncio.to_thread(self.spool.ack, ids)
@@ -557,6 +632,9 @@ class Uplink:
                 if exc.auth:
                     self._auth_failed(str(exc), "socketio")
                     continue
+                # A server that answers but refuses the registration (quirk 8)
+                # will not change its mind soon: back off the long way.
+                self._sio_refused = exc.registration
                 self._note_error(str(exc))
                 _rlog(logging.WARNING, "sio_connect", "uplink: %s; retrying with backoff", exc)
                 continue
@@ -567,6 +645,7 @@ class Uplink:
             self._stats.sio_connects += 1
             self._stats.ack_style = link.ack_style
             self._sio = link
+            self._sio_refused = False
             self._sio_first_attempt = False
             self._sio_down_since = None
             log.info("uplink: Socket.IO connected and registered (%s acks, window %d%s)",
@@ -578,7 +657,8 @@ class Uplink:
         # While REST works the server is up: a reconnect attempt is cheap and
         # getting back to Socket.IO quickly matters more than a long backoff.
         rest_works = self._rest_failures == 0 and self._rest_ok_at is not None
-        cap = self.config.sio_probe_max_s if rest_works else self.config.retry_max_s
+        quick = rest_works and not self._sio_refused
+        cap = self.config.sio_probe_max_s if quick else self.config.retry_max_s
         return backoff_delay(self._sio_failures, self.config.retry_initial_s, cap)
 
     def _wake_drain(self) -> None:
@@ -628,6 +708,9 @@ class Uplink:
                 break
             await asyncio.sleep(0.02)
         self._settle()
+        if self._lease_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._lease_task), 5.0)
         with contextlib.suppress(Exception):
             self._release_buffer()
         leftover = list(self._in_flight)

@@ -92,6 +92,10 @@ def test_ready_offline_then_delivers_and_stops_cleanly(tmp_path: Path) -> None:
         t_ready = agent.wait_message("READY=1", 120)
         spool_file = tmp_path / "state" / "spool.db"
         assert spool_file.exists()
+        # the model load asked systemd for more start time, before READY
+        lines = [m for _, m in agent.messages]
+        extend = [i for i, m in enumerate(lines) if m.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert extend and extend[0] < lines.index("READY=1")
         assert agent.last("STATUS=").startswith("running")
         # watchdog pings at half of WATCHDOG_USEC while the stages turn
         agent.wait_for(lambda: agent.count("WATCHDOG=1", since=t_ready) >= 3, 10, "pings")
@@ -110,6 +114,12 @@ def test_ready_offline_then_delivers_and_stops_cleanly(tmp_path: Path) -> None:
             assert info["daemon"]["pid"] == agent.proc.pid
             link = info["daemon"]["uplink"]
             assert link["channel"] in ("socketio", "rest") and link["acked"] >= 2
+            human = subprocess.run(
+                [sys.executable, "-m", "lpr_agent", "status", "-c", str(agent.config_path)],
+                capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+            assert human.returncode == 0
+            assert human.stdout.startswith(f"lpr-agent: running (pid {agent.proc.pid}")
+            assert "last health" in human.stdout and "uplink: channel=" in human.stdout
 
             t_term = time.monotonic()
             agent.signal(signal.SIGTERM)
@@ -257,3 +267,4 @@ def test_full_spool_is_reported_and_agent_keeps_running(tmp_path: Path) -> None:
                        5, "pinging")
         agent.signal(signal.SIGTERM)
         assert agent.wait_exit(20) == 0
+

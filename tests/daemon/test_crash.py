@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.agent_process import AgentProcess
-from tests.daemon.test_agent import config_text, status
+from tests.daemon.test_agent import config_text
 from tests.helpers.stub_process import StubProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -65,36 +65,41 @@ def test_kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice(
             finally:
                 agent.kill()
 
-        # A last, clean run drains what is left in the spool.
-        final = AgentProcess(tmp_path, cfg.replace("{seed}", "1"), watchdog_usec=None).start()
+        # A last, clean run with no camera (no new readings) drains the spool.
+        log_path = tmp_path / "agent.log"
+
+        def undelivered() -> set[str]:
+            spooled = set(SPOOLED.findall(log_path.read_text(errors="replace")))
+            return spooled - {r.get("event_id") for r in stub.records()}
+
+        drain_cfg = cfg.replace(
+            "synthetic:?fps=4&cars=3&speed=1.5&width=640&height=360&seed={seed}",
+            str(tmp_path / "no-camera.avi"))
+        final = AgentProcess(tmp_path, drain_cfg, watchdog_usec=None).start()
         try:
             final.wait_message("READY=1", 60)
-            final.wait_for(
-                lambda: (s := status(final.config_path)).get("spool")
-                and s["spool"]["depth"]["detection"] == 0
-                and s["daemon"]["pipeline"].get("events_emitted", 0) >= 0,
-                300, "spool drained")
+            # The stub, not the spool's own counters, says when all arrived.
+            final.wait_for(lambda: not undelivered(), 300, "every spooled reading at the stub")
             final.signal(signal.SIGTERM)
             assert final.wait_exit(30) == 0
         finally:
             final.kill()
-        # Detections spooled by the final run after the drain check are delivered
-        # at its clean stop or remain spooled; count only what was delivered.
-        log = (tmp_path / "agent.log").read_text(errors="replace")
-        spooled = SPOOLED.findall(log)
-        leftover = status(final.config_path)["spool"]["depth"]["detection"]
+        spooled = SPOOLED.findall(log_path.read_text(errors="replace"))
 
         records = stub.records()
         stored = [r.get("event_id") for r in records]
         assert all(stored), "stub records without event_id"
-        assert kills == KILLS and killed_ready >= KILLS // 2, (kills, killed_ready)
-        assert len(spooled) >= KILLS // 4, f"too few detections to mean anything: {len(spooled)}"
         # nothing stored twice
         dupes = {e for e in stored if stored.count(e) > 1}
         assert not dupes, f"stored twice: {sorted(dupes)[:5]}"
-        # nothing lost (except what a clean stop legitimately left in the spool)
+        # nothing lost
         missing = set(spooled) - set(stored)
-        assert len(missing) <= leftover, f"{len(missing)} durable readings never stored"
+        assert not missing, f"{len(missing)} durable readings never stored"
         # nothing invented: extras only from kills between put and its log line
         extra = set(stored) - set(spooled)
         assert len(extra) <= kills, len(extra)
+        print(f"kill -9: {kills} kills ({killed_ready} after READY), {len(spooled)} readings "
+              f"spooled, {len(stored)} stored, {len(extra)} stored but killed before logging")
+        # the kills hit both start-up and running agents, with readings in flight
+        assert kills == KILLS and killed_ready >= KILLS // 4, (kills, killed_ready)
+        assert len(spooled) >= KILLS // 4, f"too few readings to mean anything: {len(spooled)}"

@@ -78,3 +78,26 @@ def test_min_hits_drops_one_frame_flukes() -> None:
     tracker = PlateTracker(track_timeout_s=1.0, min_hits=3)
     tracker.update([sighting("ZZ999ZZ", 0.0)], 0.0)
     assert tracker.update([], 5.0) == []
+
+
+def test_partly_visible_plate_joins_the_track_and_loses_the_vote() -> None:
+    tracker = PlateTracker(track_timeout_s=1.0)
+    reads = ["482TR", "D482TR"] + ["KD482TR"] * 10 + ["KD48"]
+    frames = [[sighting(text, i * 0.1, x=30 + 20 * i)] for i, text in enumerate(reads)]
+    run_frames(tracker, frames, 0.0, 0.1)
+    events = tracker.flush()
+    assert [e.text for e in events] == ["KD482TR"]
+
+
+def test_a_flickering_track_keeps_at_most_three_frames() -> None:
+    tracker = PlateTracker(track_timeout_s=1.0)
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    texts = ["AB123CD"] * 5 + [f"AB123C{c}" for c in "EFGHJKLM"]
+    for i, text in enumerate(texts):
+        s = sighting(text, i * 0.1)
+        s.frame = frame
+        tracker.update([s], i * 0.1)
+    (track,) = tracker.tracks
+    assert sum(s.frame is not None for s in track.best_by_text.values()) <= 3
+    (event,) = tracker.flush()
+    assert event.text == "AB123CD" and event.best.frame is not None

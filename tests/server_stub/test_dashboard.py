@@ -80,6 +80,11 @@ def test_dashboard_shows_detection_live(browser, tmp_path: Path, mode: str) -> N
         crop = page.locator("img.crop").first
         crop.wait_for(timeout=2_000)
         page.wait_for_function("document.querySelector('img.crop').naturalWidth > 0", timeout=2_000)
+        # the header statistics follow (throttled to one refresh a second)
+        page.wait_for_function(
+            "document.getElementById('stats').textContent.includes('detections 1 ')",
+            timeout=4_000,
+        )
         row = page.locator('#cameras tr[data-camera="gate-cam-1"]').inner_text()
         assert "north-gate" in row
         ARTIFACTS.mkdir(exist_ok=True)

@@ -15,8 +15,10 @@ from tests.helpers.payloads import detection, health, registration
 from tests.helpers.sio_client import RecordingClient
 from tests.helpers.stub_process import StubProcess
 
+# Text includes lone surrogates: JSON can carry "\ud800", SQLite cannot store it.
+TEXT = st.text(max_size=40) | st.text(st.characters(exclude_categories=()), max_size=8)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
     ),
@@ -154,3 +156,23 @@ def test_legacy_random_bodies_never_kill_it(fuzz_legacy: StubProcess, data: st.D
     else:
         assert r.status_code in (200, 400, 413), (body, r.status_code, r.text)
     assert fuzz_legacy.get("/api/test").status_code == 200
+
+
+@settings(FUZZ_SETTINGS, max_examples=300)
+@given(data=st.data())
+def test_legacy_socketio_random_events(fuzz_legacy: StubProcess, data: st.DataObject) -> None:
+    client = _shared_client(fuzz_legacy)
+    event = data.draw(st.sampled_from(sorted(EVENTS)))
+    payload = data.draw(mutated(EVENTS[event]) | JSON)
+    assert client.call(event, payload, timeout=10) is None  # legacy acks carry nothing
+    crashes = [e for e in client.named("error") if "Internal server error" in e["message"]]
+    assert crashes == [], crashes
+
+
+def test_fuzzed_legacy_still_serves(fuzz_legacy: StubProcess) -> None:
+    assert fuzz_legacy.running()
+    assert fuzz_legacy.get("/api/records", params={"limit": 5}).status_code == 200
+    client = _clients.pop(fuzz_legacy.url, None)
+    if client is not None:
+        client.disconnect()
+    assert "Traceback" not in fuzz_legacy.log()

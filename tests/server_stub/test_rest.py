@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
+import pytest
 import requests
 
 from tests.helpers.payloads import (
@@ -226,3 +230,17 @@ def test_unknown_api_path_and_admin_absent_without_faults(tmp_path) -> None:
         assert requests.post(plain.url + "/admin/faults", json={}, timeout=5).status_code == 404
         assert requests.delete(plain.url + "/api/records", timeout=5).status_code == 405
         assert plain.stop() == 0  # SIGTERM -> clean exit 0
+
+
+def test_console_script_and_port_in_use(tmp_path, stub: StubProcess) -> None:
+    script = Path(sys.executable).with_name("lpr-server-stub")
+    if not script.exists():
+        pytest.skip(f"{script} not installed (pip install -e .)")
+    # the port of the running shared stub is taken: a clean error, exit code 1
+    r = subprocess.run(
+        [str(script), "--port", str(stub.port), "--db", str(tmp_path / "x.db")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "cannot start" in r.stderr
+    assert stub.get("/api/test").status_code == 200

@@ -99,6 +99,14 @@ def test_idempotency_across_channels(stub: StubProcess, cam: str) -> None:
     assert rest["detection_id"] == first["detection_id"] and rest["duplicate"] is True
     assert len(stub.records(camera_id=cam)) == 1
 
+    hid = event_id()
+    h_rest = stub.post("/api/health", json=health(cam, event_id=hid)).json()
+    with RecordingClient().connect(stub.url) as c:
+        h_sio = c.call("health_status", health(cam, event_id=hid))
+        assert (h_sio["health_id"], h_sio["duplicate"]) == (h_rest["health_id"], True)
+        assert c.wait_for("health_response")["duplicate"] is True
+    assert len(stub.health_records(camera_id=cam)) == 1
+
 
 def test_rooms_and_broadcasts(stub: StubProcess, cam: str) -> None:
     with (

@@ -13,6 +13,9 @@ import pytest
 
 from lpr_agent.spool import Kind, Spool, SpoolConfig
 
+# Long tests grow with LPR_SOAK_SCALE (default 1), as everywhere in the suite.
+SCALE = max(1, int(os.environ.get("LPR_SOAK_SCALE", "1")))
+
 
 class Clock:
     """A clock the test moves by hand (the spool takes ``clock=`` for this)."""

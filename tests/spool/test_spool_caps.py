@@ -135,3 +135,18 @@ def test_file_space_is_given_back_after_a_backlog_drains(spool_factory) -> None:
     spool.close()
     # The file on disk shrank too (the WAL was checkpointed into it at close).
     assert Path(spool.path).stat().st_size < 1024 * 1024
+
+
+def test_a_full_disk_on_put_degrades_and_the_put_succeeds(spool_factory) -> None:
+    spool = spool_factory(max_bytes=10**9, vacuum_min_free_bytes=0)
+    put = spool.put_many([(Kind.DETECTION, detection(i, image_bytes=3000)) for i in range(200)])
+    spool.maintain()
+    # The file may not grow: what a full disk looks like to SQLite (SQLITE_FULL).
+    pages = spool._conn.execute("PRAGMA page_count").fetchone()[0]
+    spool._conn.execute(f"PRAGMA max_page_count = {pages}")
+    extra = [spool.put(Kind.DETECTION, detection(1000 + i, image_bytes=3000)) for i in range(5)]
+    assert all(spool.get(i) is not None for i in extra)  # every put returned and is there
+    d = drops(spool)
+    assert d["images_dropped"] > 0 and d["detections_dropped"] == 0
+    assert spool.get(put[0]).payload["images_dropped"] is True  # the oldest lost images
+    assert spool.check_counts() == {}

@@ -22,9 +22,10 @@ import pytest
 
 from lpr_agent.spool import Kind, Spool
 
-from .conftest import config, detection, health
+from .conftest import SCALE, config, detection, health
 
-KILLS = int(os.environ.get("LPR_CRASH_KILLS", "200"))
+# At least 200 kill points; more with LPR_CRASH_KILLS (or LPR_SOAK_SCALE).
+KILLS = int(os.environ.get("LPR_CRASH_KILLS", str(200 * SCALE)))
 
 
 def fork(target: Callable[[], None]) -> int:

@@ -45,3 +45,17 @@ def test_rest_only_when_socketio_blocked(stub, spool, run_uplink):
     assert_exactly_once(recs, ids)
     assert {r["channel"] for r in recs} == {"rest"}
     up.stop()
+
+
+def test_health_does_not_wait_behind_detection_backlog(stub, spool, run_uplink):
+    put_detections(spool, 3000)
+    up = run_uplink(fast_config(stub.url))
+    wait_until(lambda: up.stats().acked > 200, 20, "backlog draining")
+    h = new_health(7)
+    spool.put(Kind.HEALTH, h)
+    took = wait_until(lambda: any(x.get("event_id") == h["event_id"]
+                                  for x in stub.health_records()), 5, "health stored", 0.02)
+    backlog_left = spool.stats().depth["detection"]
+    assert backlog_left > 0, "the backlog drained before the check: make it bigger"
+    assert took < 1.0, f"health waited {took:.2f}s behind the detection backlog"
+    up.stop()

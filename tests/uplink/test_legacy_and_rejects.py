@@ -149,3 +149,30 @@ def test_classification_of_server_answers():
     assert classify_http(500, {"message": "400 Bad Request: not JSON"}, "").verdict \
         is Verdict.REJECTED
     assert classify_http(503, None, "").verdict is Verdict.RETRY
+
+
+def test_registers_over_rest_only_once_socketio_stays_unavailable(stub, spool, run_uplink):
+    def cameras() -> set[str]:
+        # registered_at is set only by a registration (detections alone list
+        # the camera with registered_at null)
+        return {c["camera_id"] for c in stub.get("/api/cameras").json()["cameras"]
+                if c.get("registered_at")}
+
+    stub.faults(block_socketio=True)
+    put_detections(spool, 5)
+    up = run_uplink(fast_config(stub.url, rest_register_after_s=2.0))
+    wait_until(lambda: spool_empty(spool), 10, "drained over REST")
+    assert CAMERA not in cameras(), "registered over REST before rest_register_after_s"
+    wait_until(lambda: CAMERA in cameras(), 10, "REST registration after the delay")
+    assert up.stats().channel == "rest"
+    up.stop()
+
+
+def test_backoff_has_full_proportional_jitter():
+    from lpr_agent.uplink import backoff_delay
+
+    for failures, ceiling in ((1, 0.5), (2, 1.0), (4, 4.0), (10, 15.0), (50, 15.0)):
+        values = [backoff_delay(failures, 0.5, 15.0) for _ in range(2000)]
+        assert all(0.0 <= v <= ceiling for v in values)
+        # spread over the whole interval, not clustered around the nominal delay
+        assert min(values) < 0.1 * ceiling and max(values) > 0.9 * ceiling
