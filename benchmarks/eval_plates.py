@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         fps += len(outputs) - len(matched)
 
     ms_720: list[float] = []
+    stage_720: dict[str, list[float]] = {}
     exact_720 = 0
     if not args.no_720p:
         for image_path, labels in items:
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result_720 = reader.read(to_720p(img))
             ms_720.append(result_720.total_ms)
+            for k, v in result_720.timings_ms.items():
+                stage_720.setdefault(k, []).append(v)
             texts = {p.text for p in result_720.plates}
             exact_720 += sum(text in texts for _, text in labels)
     load_after = os.getloadavg()[0]
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         # The same photos scaled onto a 720p canvas (plates get smaller or larger).
         "exact_720p": round(exact_720 / n_plates, 4) if ms_720 else None,
         "stage_ms_native": {k: round(statistics.fmean(v), 1) for k, v in stage_ms.items()},
+        "stage_ms_720p": {k: round(statistics.fmean(v), 1) for k, v in stage_720.items()},
         "peak_rss_mb": round(peak_rss_mb, 1),
         "load_s": round(load_s, 2),
         "threads": args.threads,
@@ -198,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ms 1280x720 mean / p95", f"{summary['mean_ms_720p']} / {summary['p95_ms_720p']}"),
         ("exact match on the 720p canvas", f"{summary['exact_720p']}"),
         ("stage split (native, ms)", json.dumps(summary["stage_ms_native"])),
+        ("stage split (720p, ms)", json.dumps(summary["stage_ms_720p"])),
         ("peak RSS MB", f"{summary['peak_rss_mb']}"),
         ("load average (1 min) before/after", f"{load_before:.2f} / {load_after:.2f}"),
     ]

@@ -130,10 +130,14 @@ class TimedSpool(Spool):
             self.acked_at[i] = now
 
 
-def open_spool(path: Path) -> TimedSpool:
+def open_spool(path: Path, secure_delete: str | None = None) -> TimedSpool:
     spool = TimedSpool.open(SpoolConfig(path=path))  # product default: synchronous=FULL
     assert isinstance(spool, TimedSpool)
     spool.acked_at = {}
+    if secure_delete is not None:
+        # Experiment only (not the product's setting): many SQLite builds
+        # default to secure_delete=ON, which zero-fills every deleted image.
+        spool._conn.execute(f"PRAGMA secure_delete = {secure_delete}")
     return spool
 
 
@@ -188,8 +192,8 @@ def wait_for(cond: Any, timeout: float, step: float = 0.002) -> float:
 
 
 def uplink_drain(url: str, tmp: Path, name: str, payloads: list[dict[str, Any]],
-                 **cfg: Any) -> float:
-    spool = open_spool(tmp / f"{name}.db")
+                 secure_delete: str | None = None, **cfg: Any) -> float:
+    spool = open_spool(tmp / f"{name}.db", secure_delete)
     spool.put_many([(Kind.DETECTION, p) for p in payloads])
     config = UplinkConfig(server_url=url, window=WINDOW, rest_concurrency=REST_CONCURRENCY, **cfg)
     up = UplinkThread(config, spool)
@@ -237,7 +241,7 @@ def latency(url: str, tmp: Path, n: int) -> dict[str, float]:
     }
 
 
-def failover(stub: StubProcess, tmp: Path) -> tuple[float, float]:
+def failover(stub: StubProcess, tmp: Path) -> tuple[float, float, float]:
     spool = open_spool(tmp / "failover.db")
     up = UplinkThread(UplinkConfig(server_url=stub.url), spool).start()
     wait_for(lambda: up.uplink.stats().connected, 10)
@@ -263,12 +267,21 @@ def failover(stub: StubProcess, tmp: Path) -> tuple[float, float]:
     acked = up.uplink.stats().acked
     t_sio = wait_for(lambda: up.uplink.stats().acked > acked
                      and up.uplink.stats().channel == "socketio", 30)
+    # A real outage: the server process dies and comes back 3 s later.
+    stub.kill()
+    time.sleep(3.0)
+    stub.start()
+    t_up = time.perf_counter()
+    acked = up.uplink.stats().acked
+    t_restart = wait_for(lambda: up.uplink.stats().channel == "socketio"
+                         and up.uplink.stats().connected
+                         and up.uplink.stats().acked > acked, 60)
     stop.set()
     producer.join()
     wait_for(lambda: spool.stats().items == 0, 30)
     up.stop()
     spool.close()
-    return t_rest - t_freeze, t_sio - t_back
+    return t_rest - t_freeze, t_sio - t_back, t_restart - t_up
 
 
 def main() -> int:
@@ -317,6 +330,13 @@ def main() -> int:
                           sio_images_uplink_rate=round(ours, 1),
                           sio_drain_images_ratio=round(ours / bare, 3))
             print(f"socketio 60KB: bare {bare:.0f}/s, uplink {ours:.0f}/s", flush=True)
+            fast = uplink_drain(url, tmp, "sio-img-fast",
+                                [detection(60_000) for _ in range(args.n_images)],
+                                secure_delete="FAST")
+            result.update(sio_images_uplink_rate_secure_delete_fast=round(fast, 1),
+                          sio_drain_images_ratio_secure_delete_fast=round(fast / bare, 3))
+            print(f"socketio 60KB, spool with PRAGMA secure_delete=FAST: uplink {fast:.0f}/s",
+                  flush=True)
 
             def ours_rest(r: int) -> float:
                 stub.faults(block_socketio=True)
@@ -340,9 +360,11 @@ def main() -> int:
             print(f"latency put->server ack: p50 {lat['latency_p50_ms']:.1f} ms, "
                   f"p99 {lat['latency_p99_ms']:.1f} ms", flush=True)
 
-            to_rest, to_sio = failover(stub, tmp)
-            result.update(frozen_to_rest_s=round(to_rest, 2), back_to_sio_s=round(to_sio, 2))
-            print(f"failover: to REST {to_rest:.2f} s, back to Socket.IO {to_sio:.2f} s",
+            to_rest, to_sio, restart = failover(stub, tmp)
+            result.update(frozen_to_rest_s=round(to_rest, 2), back_to_sio_s=round(to_sio, 2),
+                          restart_back_to_sio_s=round(restart, 2))
+            print(f"failover: to REST {to_rest:.2f} s, back to Socket.IO {to_sio:.2f} s; "
+                  f"server killed for 3 s -> Socket.IO again {restart:.2f} s after it is up",
                   flush=True)
     print(json.dumps(result))
     return 0

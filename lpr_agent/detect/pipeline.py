@@ -24,6 +24,7 @@ from lpr_agent.protocol import DetectionResult
 log = logging.getLogger(__name__)
 
 Sink = Callable[[DetectionResult], None]
+MAX_CONSECUTIVE_ERRORS = 20
 
 
 class _Identity:
@@ -51,6 +52,7 @@ class PipelineStats:
     events_emitted: int = 0
     events_suppressed: int = 0  # same plate within the cooldown
     sink_errors: int = 0
+    frame_errors: int = 0  # frames the detector failed on
     active_tracks: int = 0
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +91,7 @@ class DetectionPipeline:
         self._plates_read = 0
         self._events = 0
         self._sink_errors = 0
+        self._frame_errors = 0
         self._latency: deque[float] = deque(maxlen=100)
         self._stages: dict[str, deque[float]] = {}
         self._processed_at: deque[float] = deque(maxlen=50)
@@ -120,6 +123,7 @@ class DetectionPipeline:
         grabber.start()
         interval = 1.0 / self.source_config.max_fps
         next_slot = time.monotonic()
+        consecutive_errors = 0
         try:
             while not stop.is_set():
                 self._heartbeat = time.monotonic()
@@ -132,7 +136,18 @@ class DetectionPipeline:
                     # timed out, so a reading is not held back by an outage.
                     self._emit(self.tracker.update([], self._tracker_now(), keep_frames=True))
                     continue
-                self.process_frame(frame)
+                try:
+                    self.process_frame(frame)
+                    consecutive_errors = 0
+                except Exception:
+                    # One bad frame (corrupt decode, odd size) must not stop
+                    # the camera; a detector that fails on every frame must.
+                    consecutive_errors += 1
+                    with self._lock:
+                        self._frame_errors += 1
+                    log.exception("detection failed on frame %d", frame.index)
+                    if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                        raise
                 next_slot += interval
                 delay = next_slot - time.monotonic()
                 if delay > 0:
@@ -227,6 +242,7 @@ class DetectionPipeline:
                 events_emitted=self._events,
                 events_suppressed=self.tracker.suppressed,
                 sink_errors=self._sink_errors,
+                frame_errors=self._frame_errors,
                 active_tracks=len(self.tracker.tracks),
                 model=self.reader.backend.describe() if self.reader.loaded else {},
             )

@@ -100,6 +100,7 @@ class PlateReader:
             det_max_side=config.det_max_side,
             det_model=config.det_model,
             rec_model=config.rec_model,
+            return_memory=config.return_freed_memory,
         )
         self.loaded = False
 

@@ -85,10 +85,11 @@ class SpoolConfig(BaseModel):
         "than this many are spooled, even below the caps",
     )
     vacuum_min_free_bytes: int = Field(
-        default=4 * 1024 * 1024,
+        default=32 * 1024 * 1024,
         ge=0,
         description="give file space back to the filesystem (incremental vacuum) once "
-        "this many bytes of the file are unused",
+        "this many bytes of the file are unused; lower means a smaller file, but "
+        "everyday churn then shrinks and regrows it (extra I/O)",
     )
     busy_timeout_s: float = Field(
         default=10.0,

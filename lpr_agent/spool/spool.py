@@ -111,6 +111,7 @@ _READY_IDS = {
     "DESC": "SELECT id FROM items WHERE lane = ? AND wait_until IS NULL ORDER BY id DESC LIMIT ?",
 }
 _ROWS_BY_ID = f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({_IDS})"
+_DELETE_IDS = f"DELETE FROM items WHERE id IN ({_IDS})"
 _ACK = (
     f"DELETE FROM items WHERE id IN ({_IDS}) RETURNING id, lane, size, wait_until IS NOT NULL"
 )
@@ -270,8 +271,8 @@ class Spool:
         self._sync_now = config.synchronous
         self._listeners: list[Callable[[], None]] = []
         self._closed = False
-        # id -> (lease expiry, lane); see the module docstring.
-        self._leases: dict[int, tuple[float, int]] = {}
+        # id -> (lease expiry, lane, size); see the module docstring.
+        self._leases: dict[int, tuple[float, int, int]] = {}
         self._leases_min_expiry = math.inf
         # Earliest wait_until of a backing-off item: lease() looks for due
         # items only from then on, so its usual path does no write at all.
@@ -565,7 +566,15 @@ class Spool:
             or self._approx_bytes > self.config.max_bytes
             or time.monotonic() >= self._next_maintenance
         ):
+            self._maintain_quietly()
+
+    def _maintain_quietly(self) -> None:
+        # The put/ack has committed: a failure of the housekeeping after it
+        # must not make the caller believe the put/ack failed (and retry it).
+        try:
             self.maintain()
+        except Exception:
+            log.exception("spool: maintenance failed (will retry)")
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """``callback()`` runs in the putting thread after every committed put."""
@@ -607,7 +616,7 @@ class Spool:
                 if need <= 0:
                     break
                 order = "DESC" if lane == 0 else "ASC"
-                held = sum(1 for _, ln in leases.values() if ln == lane) if leases else 0
+                held = sum(1 for v in leases.values() if v[1] == lane) if leases else 0
                 if not held:
                     rows.extend(conn.execute(_READY_ROWS[order], (lane, need)).fetchall())
                     continue
@@ -622,7 +631,7 @@ class Spool:
                     got = {r[0]: r for r in conn.execute(_ROWS_BY_ID, (_ids_json(ids),))}
                     rows.extend(got[i] for i in ids if i in got)
             for r in rows:
-                leases[r[0]] = (until, r[1])
+                leases[r[0]] = (until, r[1], r[8])
             if rows:
                 self._leases_min_expiry = min(self._leases_min_expiry, until)
         loads = json.loads
@@ -651,10 +660,10 @@ class Spool:
         return math.inf if row[0] is None else float(row[0])
 
     def _expire_leases(self, now: float) -> None:
-        expired = [i for i, (until, _) in self._leases.items() if until <= now]
+        expired = [i for i, v in self._leases.items() if v[0] <= now]
         for i in expired:
             del self._leases[i]
-        self._leases_min_expiry = min((u for u, _ in self._leases.values()), default=math.inf)
+        self._leases_min_expiry = min((v[0] for v in self._leases.values()), default=math.inf)
         if expired:
             log.info("spool: %d lease(s) expired; the items are ready again", len(expired))
 
@@ -666,19 +675,36 @@ class Spool:
 
     def ack(self, ids: Iterable[int]) -> None:
         """The server has the items: delete them (durably)."""
-        id_list = [int(i) for i in ids]
+        id_list = list(dict.fromkeys(int(i) for i in ids))
         if not id_list:
             return
+        ids_json = json.dumps(id_list)
+        leases = self._leases
         with self._lock, self._txn(durable=True) as conn:
             deltas = _Deltas(conn)
-            for item_id, lane, size, waiting in conn.execute(
-                _ACK, (json.dumps(id_list),)
-            ).fetchall():
-                deltas.add(lane, -1, -size, -waiting, item_id)
+            known = [leases.get(i) for i in id_list]
+            fast = False
+            if all(known):
+                # Usual case: items we leased. Their lane and size are known,
+                # and they are ready (not backing off), so the DELETE need not
+                # return rows, unless one is gone already (then it must).
+                conn.execute("SAVEPOINT ack")
+                deleted = conn.execute(_DELETE_IDS, (ids_json,)).rowcount
+                fast = deleted == len(id_list)
+                if fast:
+                    for item_id, lease in zip(id_list, known, strict=True):
+                        assert lease is not None
+                        deltas.add(lease[1], -1, -lease[2], 0, item_id)
+                else:
+                    conn.execute("ROLLBACK TO ack")
+                conn.execute("RELEASE ack")
+            if not fast:
+                for item_id, lane, size, waiting in conn.execute(_ACK, (ids_json,)).fetchall():
+                    deltas.add(lane, -1, -size, -waiting, item_id)
             deltas.write(conn)
             self._forget_leases(id_list)
         if time.monotonic() >= self._next_maintenance:
-            self.maintain()
+            self._maintain_quietly()
 
     def release(self, ids: Iterable[int]) -> None:
         """Give leased items back (ready now) without counting an attempt."""
@@ -877,7 +903,7 @@ class Spool:
                 page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             finally:
                 conn.execute("COMMIT")
-            in_flight = sum(1 for until, _ in self._leases.values() if until > now)
+            in_flight = sum(1 for v in self._leases.values() if v[0] > now)
         depth = {kind.value: 0 for kind in Kind}
         items = nbytes = waiting = dead = dead_bytes = 0
         for lane, n, b, wa in [*lanes, *(t[:4] for t in tail)]:
@@ -1095,6 +1121,10 @@ class Spool:
             conn.executemany(
                 "UPDATE items SET payload = ?, size = ?, has_images = 0 WHERE id = ?", updates
             )
+            for _, size, item_id in updates:  # ack() relies on the leased size
+                lease = self._leases.get(item_id)
+                if lease is not None:
+                    self._leases[item_id] = (lease[0], lease[1], size)
             deltas.write(conn)
             self._bump(f"drop:{DROP_IMAGES}", len(updates))
         if updates:

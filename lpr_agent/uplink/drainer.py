@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 _rlog = RateLimitedLog(log)
 
 DETECTION, HEALTH, REGISTRATION = "detection", "health", "registration"
-_ACK_GATHER_S = 0.005
+_ACK_GATHER_S = 0.02  # acks gather this long before one spool commit
+_COMPLETION_GATHER_S = 0.005  # completions gather this long while the pipe is full
 
 
 class SpoolLike(Protocol):
@@ -61,6 +62,13 @@ def backoff_delay(failures: int, initial: float, cap: float) -> float:
     """
     ceiling = min(cap, initial * (2 ** min(max(failures - 1, 0), 30)))
     return random.uniform(0.0, ceiling)
+
+
+def _outage_cap(cap: float, down_for: float, initial: float) -> float:
+    """Never wait longer than half the outage so far: a short outage (a server
+    restart) is noticed within about half its length, a long one still backs
+    off to ``cap``. Both scale with the outage, so a fleet stays spread out."""
+    return min(cap, max(initial, 0.5 * down_for))
 
 
 def _kind(item: Any) -> str:
@@ -99,6 +107,7 @@ class Uplink:
         self._rest_failures = 0
         self._rest_retry_at = 0.0
         self._rest_ok_at: float | None = None
+        self._rest_down_since = 0.0
         self._sio_auth_blocked_until = 0.0
         self._auth_failures = 0
         self._sio_down_since: float | None = time.monotonic()
@@ -118,6 +127,7 @@ class Uplink:
         self._busy: dict[str, int] = {"socketio": 0, "rest": 0}
         self._lease_task: asyncio.Task[list[Any]] | None = None
         self._lease_gen = 0
+        self._puts = 0  # spool puts seen by the listener
         self._low_water: dict[str, int] = {}
         self._gather_pending = False
         self._ack_task: asyncio.Task[None] | None = None
@@ -175,6 +185,7 @@ class Uplink:
 
     def _on_put(self) -> None:
         # Called from the putting thread (detector) after every commit.
+        self._puts += 1  # racy increments are fine: only "changed?" is asked
         if not self._running or self._loop is None or self._wake is None:
             return
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
@@ -312,6 +323,7 @@ class Uplink:
 
     def _start_lease(self, limit: int, kinds: tuple[str, ...]) -> None:
         generation = self._lease_gen
+        puts_before = self._puts
         task = asyncio.get_running_loop().create_task(
             asyncio.to_thread(self._lease, limit, kinds))
         self._lease_task = task
@@ -326,6 +338,10 @@ class Uplink:
                 return
             items = t.result()
             if not items:
+                if self._puts != puts_before and self._wake is not None:
+                    # Something was put while this lease ran (its wake-up was
+                    # spent on a turn that could not start another lease).
+                    self._wake.set()
                 return
             if generation != self._lease_gen:
                 # Leased before a release of older items: hand these back too,
@@ -424,7 +440,7 @@ class Uplink:
             wake.set()
         elif not self._gather_pending and self._loop is not None:
             self._gather_pending = True
-            self._loop.call_later(_ACK_GATHER_S, self._gathered)
+            self._loop.call_later(_COMPLETION_GATHER_S, self._gathered)
 
     def _gathered(self) -> None:
         self._gather_pending = False
@@ -546,9 +562,13 @@ class Uplink:
     def _rest_failed(self, reason: str) -> None:
         if time.monotonic() < self._rest_retry_at:
             return  # already counted for this round of requests
+        now = time.monotonic()
+        if self._rest_failures == 0:
+            self._rest_down_since = now
         self._rest_failures += 1
         delay = backoff_delay(self._rest_failures, self.config.retry_initial_s,
-                              self.config.retry_max_s)
+                              _outage_cap(self.config.retry_max_s, now - self._rest_down_since,
+                                          self.config.retry_initial_s))
         self._rest_retry_at = time.monotonic() + delay
         self._note_error(reason)
         _rlog(logging.WARNING, "rest_down", "uplink: REST failed (%s); retrying in %.1f s",
@@ -659,7 +679,9 @@ class Uplink:
         rest_works = self._rest_failures == 0 and self._rest_ok_at is not None
         quick = rest_works and not self._sio_refused
         cap = self.config.sio_probe_max_s if quick else self.config.retry_max_s
-        return backoff_delay(self._sio_failures, self.config.retry_initial_s, cap)
+        down_for = time.monotonic() - (self._sio_down_since or time.monotonic())
+        return backoff_delay(self._sio_failures, self.config.retry_initial_s,
+                             _outage_cap(cap, down_for, self.config.retry_initial_s))
 
     def _wake_drain(self) -> None:
         if self._wake is not None:

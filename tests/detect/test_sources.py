@@ -150,8 +150,9 @@ def test_folder_source_that_vanishes_comes_back(tmp_path: Path) -> None:
     try:
         assert grabber.get(timeout=5) is not None
         shutil.rmtree(folder)
-        assert wait_for(lambda: grabber.state == "reconnecting", 5)
-        grabber.get(timeout=0.1)  # a frame read before the folder vanished
+        # Keep consuming: a finite source waits for its frame to be taken.
+        assert wait_for(lambda: grabber.get(timeout=0.05) is None
+                        and grabber.state == "reconnecting", 5)
         reconnects = grabber.reconnects
         assert reconnects >= 1
         _write_images(folder, 2)
@@ -175,15 +176,14 @@ def test_http_stream_latest_frame_wins_and_reconnects_after_the_camera_dies() ->
         time.sleep(0.5)
         first = grabber.get(timeout=2)
         assert first is not None
-        assert grabber.frames_dropped > 5
-        assert grabber.fps > 10
+        assert grabber.frames_dropped >= 3
+        assert grabber.fps > 5
         age = grabber.last_frame_age_s
         assert age is not None and age < 1.0
 
         camera.close()  # the camera dies
         assert wait_for(lambda: grabber.state in ("reconnecting", "opening")
                         and grabber.reconnects >= 1, 10)
-        assert grabber.get(timeout=0.3) is None or grabber.state != "running"
 
         camera = MjpegCamera(port=port, fps=40)  # and comes back on the same address
         assert wait_for(lambda: grabber.state == "running", 15)
@@ -206,3 +206,23 @@ def test_synthetic_plate_count_option_and_real_time_default() -> None:
     assert len(opts.plates) == 3 and len(set(opts.plates)) == 3
     assert all(len(p) == 7 for p in opts.plates)
     assert opts.fps == 4
+
+
+def test_video_file_that_appears_later_is_picked_up(tmp_path: Path) -> None:
+    path = tmp_path / "camera.avi"
+    config = SourceConfig(url=str(path), loop=True, reconnect_initial_s=0.05,
+                          reconnect_max_s=0.2)
+    grabber = FrameGrabber(open_source(config), config)
+    grabber.start()
+    try:
+        assert wait_for(lambda: grabber.reconnects >= 2, 10)
+        assert "cannot open" in (grabber.error or "")
+        writing = tmp_path / "writing.avi"
+        writer = cv2.VideoWriter(str(writing), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+        for i in range(5):
+            writer.write(np.full((120, 160, 3), i * 40, np.uint8))
+        writer.release()
+        writing.rename(path)
+        assert grabber.get(timeout=10) is not None
+    finally:
+        grabber.stop()

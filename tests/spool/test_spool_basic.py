@@ -225,3 +225,23 @@ def test_closed_spool_refuses_work(spool_factory) -> None:
 def test_config_rejects_cap_below_base() -> None:
     with pytest.raises(ValueError):
         SpoolConfig(backoff_base_s=10, backoff_cap_s=1)
+
+
+def test_ack_stays_exact_when_leased_items_changed_or_vanished(spool_factory) -> None:
+    spool = spool_factory(max_bytes=10**9)
+    put = spool.put_many([(Kind.DETECTION, detection(i, image_bytes=2000)) for i in range(6)])
+    spool.maintain()  # fold: the counts of these rows are now kept, not derived
+    leased = spool.lease(6)
+    # Images dropped while leased: the item shrank under the lease.
+    spool.config = spool.config.model_copy(update={"max_bytes": spool.stats().bytes - 3000})
+    spool.maintain()
+    assert spool.stats().drops["images_dropped"] > 0
+    spool.ack([i.id for i in leased[:3]])
+    assert spool.check_counts() == {}
+    # Another process (here: a second instance) acks one of ours meanwhile.
+    other = spool_factory()
+    other.ack([put[5]])
+    other.close()
+    spool.ack([i.id for i in leased[3:]] + [put[3]])  # a duplicate id, too
+    assert spool.stats().items == 0
+    assert spool.check_counts() == {}

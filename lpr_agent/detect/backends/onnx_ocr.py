@@ -25,6 +25,32 @@ DIGITS = "0123456789"
 ALNUM = DIGITS + LETTERS
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def return_freed_memory(threshold: int = 256 * 1024) -> bool:
+    """Make glibc give large freed blocks back to the OS at once.
+
+    Without onnxruntime's arena every inference allocates its feature maps
+    (tens of MB) with malloc; glibc raises its mmap threshold after such
+    frees and then keeps the memory in the heap, so RSS settles near the
+    peak of every input shape ever seen (measured: 250 → 123 MB steady,
+    360 → 203 MB peak for det 960x544 + rec batch 8, at no measurable CPU
+    cost). A fixed threshold keeps big blocks in mmap, returned on free.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+
+
 def _order_quad(points: np.ndarray) -> np.ndarray:
     """Corners as top-left, top-right, bottom-right, bottom-left."""
     pts = points[np.argsort(points[:, 0])]
@@ -59,6 +85,7 @@ class OnnxOcrBackend:
         det_model: str | None = None,
         rec_model: str | None = None,
         rec_batch: int = 8,
+        return_memory: bool = True,
     ) -> None:
         self.threads = threads
         self.det_max_side = det_max_side
@@ -68,6 +95,7 @@ class OnnxOcrBackend:
         self.det_model_override = det_model
         self.rec_model_override = rec_model
         self.rec_batch = rec_batch
+        self.return_memory = return_memory
         self._det = None
         self._rec = None
         self._det_path: Path | None = None
@@ -100,6 +128,8 @@ class OnnxOcrBackend:
     def load(self) -> None:
         if self.loaded:
             return
+        if self.return_memory:
+            return_freed_memory()
         self._det_path = model_path("det", self.det_model_override)
         self._rec_path = model_path("rec", self.rec_model_override)
         log.info("loading text detector %s", self._det_path)
