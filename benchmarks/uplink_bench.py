@@ -290,7 +290,7 @@ def main() -> int:
     parser.add_argument("--n-images", type=int, default=2_000, help="~60 KB detections")
     parser.add_argument("--n-rest", type=int, default=5_000, help="detections per REST drain")
     parser.add_argument("--n-latency", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds, best kept")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
     args = parser.parse_args()
 
     result: dict[str, Any] = {"n": args.n, "n_images": args.n_images, "n_rest": args.n_rest,

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_status)
 
 
-def _pid_alive(pid: Any) -> bool:
+def _pid_alive(pid: Any, started_at: Any = None) -> bool:
+    """Is the daemon that wrote status.json still this pid? (Not a reused pid.)"""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -35,8 +36,16 @@ def _pid_alive(pid: Any) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by the service user
-    return True
+        pass  # exists, owned by the service user
+    try:
+        import psutil
+
+        created = psutil.Process(pid).create_time()
+    except Exception:
+        return True  # hidden by ProtectProc=invisible for this user: trust kill(0)
+    # The daemon records started_at after its process was created; a process
+    # created later is another program that got the same pid.
+    return not (isinstance(started_at, int | float) and created > started_at + 1.0)
 
 
 def _spool_stats(config: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -68,7 +77,7 @@ def collect(config: Any) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         daemon = None
         out["problem"] = f"unreadable status file: {exc}"
-    alive = bool(daemon) and _pid_alive(daemon.get("pid"))
+    alive = bool(daemon) and _pid_alive(daemon.get("pid"), daemon.get("started_at"))
     age = time.time() - float(daemon.get("updated_at", 0)) if daemon else None
     if daemon is None or not alive or daemon.get("state") == "stopped":
         running = "not running"

@@ -60,13 +60,11 @@ class SioConnectError(Exception):
 
 
 class _Pending:
-    __slots__ = ("future", "probe", "sent_at", "timer")
+    __slots__ = ("future", "probe", "sent_at")
 
-    def __init__(self, future: asyncio.Future[Outcome], sent_at: float,
-                 timer: asyncio.TimerHandle, probe: bool) -> None:
+    def __init__(self, future: asyncio.Future[Outcome], sent_at: float, probe: bool) -> None:
         self.future = future
         self.sent_at = sent_at
-        self.timer = timer
         self.probe = probe
 
 
@@ -99,7 +97,8 @@ class SioLink:
         self.last_probe_at = 0.0
         self.server_hello: Any = None  # data of a deployed server's "connect" event
         self.register_reply: Any = None
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, _Pending] = {}  # in send order
+        self._sweep: asyncio.TimerHandle | None = None
         self._seq = 0
         self._last_reply: tuple[str, Any] | None = None
         self._connect_error: Any = None
@@ -272,8 +271,9 @@ class SioLink:
         self._seq += 1
         key = self._seq
         sent_at = time.monotonic()
-        timer = loop.call_later(self.config.ack_timeout_s, self._on_timeout, key)
-        self._pending[key] = _Pending(future, sent_at, timer, probe)
+        self._pending[key] = _Pending(future, sent_at, probe)
+        if self._sweep is None:
+            self._sweep = loop.call_at(sent_at + self.config.ack_timeout_s, self._check_timeouts)
         if probe:
             self.last_probe_at = sent_at
         legacy = self.ack_style != "outcome"
@@ -282,7 +282,6 @@ class SioLink:
             pending = self._pending.pop(key, None)
             if pending is None:
                 return
-            pending.timer.cancel()
             self.proven = True
             if args and isinstance(args[0], dict):
                 outcome = classify_reply(args[0])
@@ -322,6 +321,20 @@ class SioLink:
 
     # --- failure handling ------------------------------------------------------------
 
+    def _check_timeouts(self) -> None:
+        # One timer for the whole window instead of one per message: the
+        # pending dict is in send order, so the oldest entry decides.
+        self._sweep = None
+        loop = self._loop or asyncio.get_running_loop()
+        limit = self.config.ack_timeout_s
+        while self._pending:
+            key, pending = next(iter(self._pending.items()))
+            due = pending.sent_at + limit
+            if due > time.monotonic():  # the loop's clock too
+                self._sweep = loop.call_at(due, self._check_timeouts)
+                return
+            self._on_timeout(key)
+
     def _on_timeout(self, key: int) -> None:
         pending = self._pending.get(key)
         if pending is None:
@@ -340,13 +353,15 @@ class SioLink:
         pending = self._pending.pop(key, None)
         if pending is None:
             return
-        pending.timer.cancel()
         if not pending.future.done():
             pending.future.set_result(outcome)
 
     def _declare_dead(self, reason: str, *, notify: bool = True) -> None:
         was_alive = self.alive
         self.alive = False
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self.dead_reason is None:
             self.dead_reason = reason
         # Every message still waiting has an unknown outcome: it may have been

@@ -273,3 +273,28 @@ def test_full_spool_is_reported_and_agent_keeps_running(tmp_path: Path) -> None:
         agent.signal(signal.SIGTERM)
         assert agent.wait_exit(20) == 0
 
+
+
+def test_status_does_not_mistake_a_reused_pid_for_the_daemon(tmp_path: Path) -> None:
+    from lpr_agent.agent import write_json_atomic
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[spool]\npath = "{tmp_path / "state" / "spool.db"}"\n')
+    (tmp_path / "state").mkdir()
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        base = {"pid": stranger.pid, "state": "running", "updated_at": time.time(), "stuck": []}
+        # written by a daemon that started before this process existed: pid reused
+        write_json_atomic(tmp_path / "state" / "status.json", base | {"started_at": 1.0})
+        assert status(cfg)["running"] == "not running"
+        write_json_atomic(tmp_path / "state" / "status.json",
+                          base | {"started_at": time.time()})
+        assert status(cfg)["running"] == "running"
+        write_json_atomic(tmp_path / "state" / "status.json",
+                          base | {"started_at": time.time(), "updated_at": time.time() - 300})
+        assert status(cfg)["running"] == "stale"
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert status(cfg)["running"] == "not running"

@@ -99,3 +99,25 @@ def test_cli_detect_prints_plates(eu_data: Path, tmp_path: Path) -> None:
     assert "M5XSX" in data["ocr_results"]
     parse_inbound(DetectionResult, data)
     assert out.stat().st_size > 1000
+
+
+def test_cli_detect_on_a_video_gives_one_result_per_vehicle(tmp_path: Path) -> None:
+    import cv2
+
+    from lpr_agent.detect.synthetic import SyntheticSource, parse_synthetic_url
+
+    source = SyntheticSource(parse_synthetic_url(
+        "synthetic:?plates=KD482TR,BXR5M27&once=1&fps=4&speed=2&width=960&height=540"))
+    source.open()
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 4, (960, 540))
+    while (frame := source.read()) is not None:
+        writer.write(frame.image)
+    writer.release()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lpr_agent", "detect", str(video), "--json"],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["ocr_results"] for r in results] == [["KD482TR"], ["BXR5M27"]]
