@@ -63,8 +63,9 @@ class DetectorConfig(BaseModel):
     rec_model: str | None = Field(default=None, description="path of a replacement text "
                                   "recognition ONNX file (default: the packaged one)")
     region: Literal["auto", "eu", "us", "br"] = Field(
-        default="auto", description="plate region: selects built-in plate formats "
-        "('br' = LLLNLNN/LLLNNNN); 'auto'/'eu'/'us' use a format-free context correction"
+        default="auto", description="plate region: 'br' (LLLNLNN/LLLNNNN) and 'eu' (common "
+        "one-line layouts) fix up to 2 look-alike characters (O/0, I/1, B/8…) to fit a "
+        "format; 'auto'/'us' fix one, and only when exactly one known layout fits"
     )
     plate_formats: list[str] = Field(
         default_factory=list, description="plate formats overriding the region's, as strings "

@@ -109,6 +109,8 @@ class DetectionPipeline:
 
     def load(self) -> None:
         """Load the models (seconds); call before :meth:`run` to report start-up progress."""
+        if self.reader.loaded:
+            return
         t0 = time.monotonic()
         self.reader.load()
         self._heartbeat = time.monotonic()

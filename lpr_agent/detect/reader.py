@@ -111,6 +111,10 @@ class PlateReader:
     def read(self, frame: np.ndarray) -> FrameReads:
         if not self.loaded:
             self.load()
+        if frame.ndim == 2:  # a monochrome (IR/night) camera
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        elif frame.shape[2] == 4:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         t0 = time.perf_counter()
         regions = self.backend.find_regions(frame)
         t1 = time.perf_counter()

@@ -303,8 +303,8 @@ class Uplink:
         # payloads: take up to two windows ahead, in a worker thread, while
         # the pipe keeps moving. The buffer stays that short so that a new
         # health snapshot waits at most for it to go out.
-        ahead = min(self.config.batch, max(2 * window, 4))
-        if len(buffer) < max(ahead // 2, 1) and self._lease_task is None:
+        ahead = max(self.config.batch, 2 * window) if window > 1 else 4
+        if len(buffer) < ahead and self._lease_task is None:
             self._start_lease(ahead - len(buffer), kinds)
         free = window - self._busy[channel]
         if free <= 0:

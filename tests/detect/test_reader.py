@@ -92,3 +92,8 @@ def test_models_ship_in_the_pinned_package() -> None:
         assert path.name == info.filename
         assert info.licence == "Apache-2.0"
         assert len(sha256_of(path)) == 64
+
+
+def test_monochrome_frames_are_read(reader: PlateReader, eu_data: Path) -> None:
+    gray = cv2.imread(str(eu_data / "eu1.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert "M5XSX" in [p.text for p in reader.read(gray).plates]
