@@ -78,12 +78,17 @@ class UplinkConfig(BaseModel):
         description="cap of the Socket.IO reconnect delay while REST works (the server is "
         "up, so switching back quickly is cheap)",
     )
-    rest_register_after_s: float | None = Field(
+    rest_register: bool = Field(
+        default=True,
+        description="register the camera over REST when Socket.IO stays unavailable (see "
+        "rest_register_after_s); false: never register over REST",
+    )
+    rest_register_after_s: float = Field(
         default=60.0,
         ge=0,
         description="register over REST once Socket.IO has been unavailable this long while "
-        "REST works (deployed servers then refuse Socket.IO for the camera until restart, "
-        "see protocol.md quirk 8); empty/None: never register over REST",
+        "REST works (deployed servers then refuse Socket.IO for the camera until they restart, "
+        "protocol.md quirk 8, so not sooner)",
     )
     poll_interval_s: float = Field(
         default=0.5,
@@ -96,7 +101,8 @@ class UplinkConfig(BaseModel):
         default=64,
         ge=1,
         le=1000,
-        description="most spool items leased at once",
+        description="spool items leased ahead of sending (at least two Socket.IO windows); "
+        "a lease is one SQLite transaction",
     )
 
     @model_validator(mode="after")

@@ -128,6 +128,9 @@ class Uplink:
         self._lease_task: asyncio.Task[list[Any]] | None = None
         self._lease_gen = 0
         self._puts = 0  # spool puts seen by the listener
+        self._puts_seen = 0  # _puts when the last lease started
+        self._dry = False  # the last lease came back short: the spool had no more ready
+        self._dry_at = 0.0
         self._low_water: dict[str, int] = {}
         self._gather_pending = False
         self._ack_task: asyncio.Task[None] | None = None
@@ -300,12 +303,23 @@ class Uplink:
             kinds = self._rest_kinds()
         buffer = self._buffer
         # A lease is a write transaction that reads (and decodes) whole
-        # payloads: take up to two windows ahead, in a worker thread, while
-        # the pipe keeps moving. The buffer stays that short so that a new
-        # health snapshot waits at most for it to go out.
+        # payloads: take a batch (at least two windows) ahead, in a worker
+        # thread, while the pipe keeps moving.
         ahead = max(self.config.batch, 2 * window) if window > 1 else 4
-        if len(buffer) < ahead and self._lease_task is None:
-            self._start_lease(ahead - len(buffer), kinds)
+        if self._lease_task is None:
+            new_puts = self._puts != self._puts_seen
+            low = len(buffer) < ahead - ahead // 4
+            # After a lease came back short the spool has nothing more that is
+            # ready: ask again only after a put or a poll interval (items
+            # backing off become ready by time alone).
+            dry = self._dry and time.monotonic() - self._dry_at < self.config.poll_interval_s
+            if (low and (not dry or new_puts)) or (new_puts and buffer):
+                # The second case: something new while the buffer is full of
+                # detections. The spool leases health first, so a new health
+                # snapshot goes to the front instead of waiting behind them
+                # (seconds on a slow link).
+                self._puts_seen = self._puts
+                self._start_lease(max(ahead - len(buffer), 1), kinds)
         free = window - self._busy[channel]
         if free <= 0:
             return
@@ -337,6 +351,9 @@ class Uplink:
                 _rlog(logging.ERROR, "lease", "uplink: spool.lease failed: %r", t.exception())
                 return
             items = t.result()
+            self._dry = len(items) < limit
+            if self._dry:
+                self._dry_at = time.monotonic()
             if not items:
                 if self._puts != puts_before and self._wake is not None:
                     # Something was put while this lease ran (its wake-up was
@@ -388,6 +405,7 @@ class Uplink:
 
     def _release_buffer(self) -> None:
         self._lease_gen += 1  # a lease still in the worker thread is handed back too
+        self._dry = False
         if self._buffer:
             ids = [it.id for it in self._buffer]
             self._buffer.clear()
@@ -516,6 +534,7 @@ class Uplink:
             releases.extend(it.id for it in self._buffer)
             self._buffer.clear()
             self._lease_gen += 1
+            self._dry = False  # released items are ready again at once
             spool.release(releases)
 
     def _queue_acks(self, ids: list[int]) -> None:
@@ -594,7 +613,7 @@ class Uplink:
 
     async def _maybe_register_over_rest(self) -> None:
         after = self.config.rest_register_after_s
-        if after is None or self._rest_registered or self._sio_down_since is None:
+        if not self.config.rest_register or self._rest_registered or self._sio_down_since is None:
             return
         if self._rest_failures or self._rest_ok_at is None:
             return

@@ -59,3 +59,21 @@ def test_health_does_not_wait_behind_detection_backlog(stub, spool, run_uplink):
     assert backlog_left > 0, "the backlog drained before the check: make it bigger"
     assert took < 1.0, f"health waited {took:.2f}s behind the detection backlog"
     up.stop()
+
+
+def test_health_jumps_the_queue_on_a_slow_link(stub, spool, run_uplink):
+    """REST at ~16 requests/s (server answers after 500 ms) with 1000 detections
+    leased ahead into the uplink's buffer (no refill due for ~15 s): a new health
+    snapshot goes next instead of waiting behind them."""
+    stub.faults(block_socketio=True, ack_delay_ms=500)
+    put_detections(spool, 1500)
+    up = run_uplink(fast_config(stub.url, batch=1000))
+    wait_until(lambda: up.stats().acked >= 8, 20, "backlog draining over REST")
+    h = new_health(8)
+    spool.put(Kind.HEALTH, h)
+    took = wait_until(lambda: any(x.get("event_id") == h["event_id"]
+                                  for x in stub.health_records()), 10, "health stored", 0.02)
+    assert spool.stats().depth["detection"] > 0
+    # a free slot (<= 0.5 s) plus its own 0.5 s, plus slack for a busy machine
+    assert took < 1.6, f"health waited {took:.2f}s behind leased detections"
+    up.stop()
