@@ -35,16 +35,7 @@ import numpy as np
 from lpr_agent.detect.config import DetectorConfig
 from lpr_agent.detect.plates import normalise
 from lpr_agent.detect.reader import PlateReader, iou
-
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+from lpr_agent.detect.tracker import edit_distance
 
 
 def load_labels(folder: Path) -> list[tuple[Path, list[tuple[tuple[float, ...], str]]]]:
@@ -131,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             ious = [iou(box, ob) for ob, _ in outputs]
             det50 += any(v >= 0.5 for v in ious)
             det30 += any(v >= 0.3 for v in ious)
-            dists = [levenshtein(text, ot) for _, ot in outputs]
+            dists = [edit_distance(text, ot) for _, ot in outputs]
             exact += any(d == 0 for d in dists)
             within += any(d <= 1 for d in dists)
             for k, (_ob, _ot) in enumerate(outputs):

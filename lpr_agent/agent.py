@@ -28,16 +28,25 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lpr_agent import __version__
 from lpr_agent.config import EX_CONFIG, AgentConfig, ConfigError, load_config
-from lpr_agent.health import HealthReporter, _get, stats_dict
+from lpr_agent.health import HealthReporter
 from lpr_agent.logs import setup_logging
 from lpr_agent.systemd import Notifier, WatchdogGate, watchdog_interval
 
+if TYPE_CHECKING:  # the stages import OpenCV/ONNX/Socket.IO: load them only when started
+    from lpr_agent.detect import DetectionPipeline
+    from lpr_agent.detect.pipeline import PipelineStats
+    from lpr_agent.protocol import DetectionResult
+    from lpr_agent.spool import Spool
+    from lpr_agent.uplink import Uplink
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 STATUS_FILE = "status.json"
 EXIT_OK = 0
@@ -65,13 +74,13 @@ class Agent:
         self.state = "starting"
         self.started_at = time.time()
         self.exit_code = EXIT_OK
-        self.spool: Any = None
-        self.pipeline: Any = None
+        self.spool: Spool | None = None
+        self.pipeline: DetectionPipeline | None = None
         self.pipeline_thread: threading.Thread | None = None
         self.pipeline_stop = threading.Event()
         self.pipeline_error: BaseException | None = None
         self.pipeline_ended = False
-        self.uplink: Any = None
+        self.uplink: Uplink | None = None
         self.uplink_task: asyncio.Task[None] | None = None
         self.uplink_stop: asyncio.Event | None = None
         self.health: HealthReporter | None = None
@@ -158,10 +167,8 @@ class Agent:
 
         config = self.config
         pipeline = DetectionPipeline(config.source, config.detector, config.camera, self._sink)
-        load = getattr(pipeline, "load", None)
-        if load is not None:
-            self.notifier.status("loading detector model")
-            await self._load_with_extended_timeout(load)
+        self.notifier.status("loading detector model")
+        await self._load_with_extended_timeout(pipeline.load)
         self.pipeline = pipeline
         self.pipeline_stop = threading.Event()
         self.pipeline_error = None
@@ -175,13 +182,13 @@ class Agent:
         # Before the first loop turn the heartbeat may be unset: count from the start.
         self.gate.add(
             "pipeline",
-            lambda: getattr(pipeline, "heartbeat", None) or started,
+            lambda: pipeline.heartbeat or started,
             lambda: thread.is_alive() and not self.pipeline_stop.is_set(),
         )
         thread.start()
         log.info("capture started", extra={"source": config.source.url})
 
-    async def _load_with_extended_timeout(self, load: Any) -> None:
+    async def _load_with_extended_timeout(self, load: Callable[[], None]) -> None:
         """Run the slow model load in a thread; keep systemd from timing out the start
         (and the watchdog from firing) while it makes progress, up to the limit."""
         limit = self.config.daemon.model_load_timeout_s
@@ -202,7 +209,7 @@ class Agent:
             log.info("still loading detector model",
                      extra={"seconds": round(time.monotonic() - t0)})
 
-    def _pipeline_main(self, pipeline: Any, stop: threading.Event) -> None:
+    def _pipeline_main(self, pipeline: DetectionPipeline, stop: threading.Event) -> None:
         try:
             pipeline.run(stop)
         except BaseException as exc:
@@ -213,7 +220,7 @@ class Agent:
             if not stop.is_set():
                 log.warning("frame source ended; the uplink keeps draining the spool")
 
-    def _sink(self, result: Any) -> None:
+    def _sink(self, result: DetectionResult) -> None:
         from lpr_agent.spool import Kind
 
         if self.freeze_file is not None and self.freeze_file.exists():
@@ -240,7 +247,7 @@ class Agent:
         task = self.uplink_task
         self.gate.add(
             "uplink",
-            lambda: getattr(uplink, "heartbeat", None) or started,
+            lambda: uplink.heartbeat or started,
             lambda: not task.done() and not stop.is_set(),
         )
         log.info("uplink started", extra={"server": self.config.uplink.server_url})
@@ -263,7 +270,7 @@ class Agent:
         self.health_stop = asyncio.Event()
         self.health_task = asyncio.create_task(self.health.run(self.health_stop), name="health")
 
-    def _pipeline_stats(self) -> Any:
+    def _pipeline_stats(self) -> PipelineStats | None:
         if self.pipeline is None or self.pipeline_error is not None:
             return None
         return self.pipeline.stats()
@@ -341,13 +348,13 @@ class Agent:
         s = self._safe(lambda: self.spool.stats() if self.spool else None)
         u = self._safe(lambda: self.uplink.stats() if self.uplink else None)
         parts = [self.state]
-        fps = _get(p, "fps")
-        parts.append(f"fps={fps:.1f}" if isinstance(fps, int | float) else "fps=-")
-        parts.append(f"spool={_get(s, 'items', default='-')}")
-        channel = _get(u, "channel", default="-")
-        connected = _get(u, "connected")
-        parts.append(f"link={channel}" + ("" if connected in (None, True) else "(down)"))
-        last_ack = _get(u, "last_ack_at")
+        parts.append(f"fps={p.fps:.1f}" if p is not None else "fps=-")
+        parts.append(f"spool={s.items}" if s is not None else "spool=-")
+        if u is None:
+            parts.append("link=-")
+        else:
+            parts.append(f"link={u.channel}" + ("" if u.connected else "(down)"))
+        last_ack = u.last_ack_at if u is not None else None
         parts.append(
             f"last_ack={time.time() - last_ack:.0f}s ago" if last_ack else "last_ack=never"
         )
@@ -356,13 +363,17 @@ class Agent:
         return " ".join(parts)
 
     @staticmethod
-    def _safe(fn: Any) -> Any:
+    def _safe(fn: Callable[[], _T | None]) -> _T | None:
+        # The status line and file must be written even while a stage's stats() fails.
         try:
             return fn()
         except Exception:
             return None
 
     def status_snapshot(self) -> dict[str, Any]:
+        p = self._safe(self._pipeline_stats)
+        s = self._safe(lambda: self.spool.stats() if self.spool else None)
+        u = self._safe(lambda: self.uplink.stats() if self.uplink else None)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -374,10 +385,10 @@ class Agent:
             "checkpoint_id": self.config.camera.checkpoint_id,
             "status_line": self.status_line(),
             "stuck": self.stuck,
-            "pipeline": stats_dict(self._safe(self._pipeline_stats)),
+            "pipeline": p.as_dict() if p is not None else {},
             "pipeline_ended": self.pipeline_ended,
-            "spool": stats_dict(self._safe(lambda: self.spool.stats() if self.spool else None)),
-            "uplink": stats_dict(self._safe(lambda: self.uplink.stats() if self.uplink else None)),
+            "spool": s.as_dict() if s is not None else {},
+            "uplink": u.as_dict() if u is not None else {},
             "health": self.health.last if self.health else [],
             "health_at": self.health.last_at if self.health else None,
         }

@@ -9,9 +9,8 @@ dashboards read those keys from whatever component they display.
 The reports go through the spool (``Kind.HEALTH``) like every other message;
 the spool hands out health newest-first.
 
-The stage statistics are read through small accessors (``_get``) rather than
-fixed attribute names so that a stage adding or renaming a counter degrades a
-detail to "absent" instead of crashing the reporter.
+The stages' statistics arrive as their own typed snapshots (``PipelineStats``,
+``SpoolStats``, ``UplinkStats``), or None for a stage that is not running.
 """
 
 from __future__ import annotations
@@ -24,9 +23,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,13 +32,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lpr_agent.protocol import HealthStatus, now_timestamp
 
 if TYPE_CHECKING:
+    # Types only: importing the stages would load OpenCV/onnxruntime (detect),
+    # Socket.IO (uplink) and sqlite-utils (spool) into every config load.
     from lpr_agent.config import CameraIdentity
+    from lpr_agent.detect.pipeline import PipelineStats
+    from lpr_agent.spool import SpoolStats
+    from lpr_agent.uplink import UplinkStats
 
 log = logging.getLogger(__name__)
 
 State = Literal["healthy", "warning", "error"]
 COMPONENTS = ("camera", "detector", "spool", "uplink", "system")
 _RANK = {"healthy": 0, "warning": 1, "error": 2}
+Report = tuple[State, str, dict[str, Any]]  # (status, message, details)
+_T = TypeVar("_T")
 
 
 class Threshold(BaseModel):
@@ -112,50 +117,6 @@ class HealthConfig(BaseModel):
                 default = field.get_default(call_default_factory=True)
                 merged[name] = {**default.model_dump(), **value}
         return merged
-
-
-def _get(stats: Any, *names: str, default: Any = None) -> Any:
-    """First present attribute/key of ``stats`` among ``names``."""
-    if stats is None:
-        return default
-    for name in names:
-        if isinstance(stats, Mapping):
-            if name in stats and stats[name] is not None:
-                return stats[name]
-        else:
-            value = getattr(stats, name, None)
-            if value is not None and not callable(value):
-                return value
-    return default
-
-
-def stats_dict(stats: Any) -> dict[str, Any]:
-    """A JSON-friendly dict of a stats object (dataclass, pydantic model, mapping)."""
-    if stats is None:
-        return {}
-    if is_dataclass(stats) and not isinstance(stats, type):
-        raw = asdict(stats)
-    elif isinstance(stats, BaseModel):
-        raw = stats.model_dump(mode="json")
-    elif isinstance(stats, Mapping):
-        raw = dict(stats)
-    else:
-        raw = {k: v for k, v in vars(stats).items() if not k.startswith("_")}
-    return {k: _jsonable(v) for k, v in raw.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "value") and isinstance(value.value, str | int):  # enums
-        return value.value
-    return str(value)
 
 
 # --- system metrics ------------------------------------------------------------------
@@ -266,40 +227,12 @@ class _Verdict:
         return "; ".join(self.reasons) if self.reasons else ok
 
 
-def _total(value: Any) -> Any:
-    """A counter that may be split by reason (``{"full": 3, "images": 1}``) -> its sum."""
-    if isinstance(value, Mapping):
-        return sum(v for v in value.values() if isinstance(v, int | float))
-    return value
+def _present(details: dict[str, Any]) -> dict[str, Any]:
+    """Details without the values the stage does not know (yet)."""
+    return {k: x for k, x in details.items() if x is not None}
 
 
-def _age(now_wall: float, moment: Any) -> float | None:
-    """Seconds since ``moment`` (a wall-clock epoch float), or None."""
-    if moment is None:
-        return None
-    try:
-        return round(max(0.0, now_wall - float(moment)), 1)
-    except (TypeError, ValueError):
-        return None
-
-
-def evaluate(
-    config: HealthConfig,
-    system: Mapping[str, Any],
-    pipeline: Any,
-    spool: Any,
-    uplink: Any,
-) -> dict[str, tuple[State, str, dict[str, Any]]]:
-    """Component -> (status, message, details). Pure: all inputs are snapshots.
-
-    ``pipeline``/``spool``/``uplink`` are the stages' ``stats()`` results, or
-    None when the stage is not running (which is itself reported as an error).
-    """
-    base = {k: system.get(k) for k in ("cpu_usage", "memory_usage", "disk_usage")}
-    now = time.time()
-    out: dict[str, tuple[State, str, dict[str, Any]]] = {}
-
-    # system
+def evaluate_system(config: HealthConfig, system: Mapping[str, Any]) -> Report:
     v = _Verdict()
     v.check(config.cpu_percent, system.get("cpu_usage"), f"CPU {system.get('cpu_usage')}%")
     v.check(config.memory_percent, system.get("memory_usage"),
@@ -309,148 +242,166 @@ def evaluate(
             f"temperature {system.get('temperature_c')}°C")
     if system.get("clock_sync") == "unsynchronized":
         v.add(config.clock_unsynced, "clock not synchronised")
-    out["system"] = (v.state, v.message("System resources normal"), dict(system))
+    return v.state, v.message("System resources normal"), dict(system)
 
-    # camera (frame source)
+
+def evaluate_camera(
+    config: HealthConfig, base: Mapping[str, Any], pipeline: PipelineStats | None
+) -> Report:
     v = _Verdict()
     details = dict(base)
     if pipeline is None:
         v.add("error", "detection pipeline not running")
     else:
-        fps = _get(pipeline, "fps")
-        frame_age = _get(pipeline, "last_frame_age_s", "last_frame_age")
-        source_state = _get(pipeline, "source_state", "state")
-        source_error = _get(pipeline, "source_error", "last_error")
+        frame_age = pipeline.last_frame_age_s
+        source_error = pipeline.source_error
         details.update(
-            fps=fps,
+            fps=pipeline.fps,
             last_frame_age_s=frame_age,
-            source_state=source_state,
-            frames=_get(pipeline, "frames"),
-            frames_dropped=_get(pipeline, "frames_dropped"),
-            source_fps=_get(pipeline, "source_fps"),
-            reconnects=_get(pipeline, "reconnects"),
-            source_url=_get(pipeline, "source_url", "source"),
+            source_state=pipeline.source_state,
+            frames=pipeline.frames,
+            frames_dropped=pipeline.frames_dropped,
+            source_fps=pipeline.source_fps,
+            reconnects=pipeline.reconnects,
+            source_url=pipeline.source_url,
         )
         if source_error:
-            details["source_error"] = str(source_error)
+            details["source_error"] = source_error
         if frame_age is None:
             # Just started (still opening) is a warning; a source that failed is an error.
-            starting = source_state in (None, "idle", "opening", "running", "ok")
+            starting = pipeline.source_state in ("idle", "opening", "running")
             v.add("warning" if starting and not source_error else "error",
                   "no frame received yet"
-                  + (f" (source {source_state}: {source_error})" if source_error else ""))
+                  + (f" (source {pipeline.source_state}: {source_error})" if source_error
+                     else ""))
         else:
             v.check(config.frame_age_s, frame_age, f"no frame for {frame_age:.0f}s"
                     + (f" ({source_error})" if source_error else ""))
-    out["camera"] = (v.state, v.message("Camera working normally"),
-                     {k: x for k, x in details.items() if x is not None})
+    return v.state, v.message("Camera working normally"), _present(details)
 
-    # detector
+
+def evaluate_detector(
+    config: HealthConfig, base: Mapping[str, Any], pipeline: PipelineStats | None
+) -> Report:
     v = _Verdict()
     details = dict(base)
     if pipeline is None:
         v.add("error", "detection pipeline not running")
     else:
-        latency = _get(pipeline, "detector_mean_ms", "detector_latency_ms", "latency_ms")
+        latency = pipeline.detector_mean_ms
         details.update(
             detector_latency_ms=latency,
-            model_loaded=_get(pipeline, "model_loaded"),
-            plates_read=_get(pipeline, "plates_read"),
-            detections=_get(pipeline, "events_emitted", "detections"),
-            sink_errors=_get(pipeline, "sink_errors"),
+            model_loaded=pipeline.model_loaded,
+            plates_read=pipeline.plates_read,
+            detections=pipeline.events_emitted,
+            sink_errors=pipeline.sink_errors,
         )
         v.check(config.detector_latency_ms, latency, f"detector latency {latency} ms")
-        if _get(pipeline, "model_loaded") is False:
+        if not pipeline.model_loaded:
             v.add("error", "detector model not loaded")
-        if _get(pipeline, "sink_errors"):
-            v.add("error", f"{_get(pipeline, 'sink_errors')} readings could not be spooled")
-    out["detector"] = (v.state, v.message("Detector working normally"),
-                       {k: x for k, x in details.items() if x is not None})
+        if pipeline.sink_errors:
+            v.add("error", f"{pipeline.sink_errors} readings could not be spooled")
+    return v.state, v.message("Detector working normally"), _present(details)
 
-    # spool
+
+def evaluate_spool(
+    config: HealthConfig, base: Mapping[str, Any], spool: SpoolStats | None
+) -> Report:
     v = _Verdict()
     details = dict(base)
     if spool is None:
         v.add("error", "spool not open")
-        depth = 0
     else:
-        depth = _get(spool, "items", "depth", default=0)
-        if isinstance(depth, Mapping):
-            depth = sum(depth.values())
-        oldest = _get(spool, "oldest_age_s")
-        if oldest is None:
-            oldest = _age(now, _get(spool, "oldest_created_at", "oldest_at"))
-        dead = _get(spool, "dead_letters", "dead", default=0)
+        depth, oldest, dead = spool.items, spool.oldest_age_s, spool.dead_letters
         details.update(
             spool_depth=depth,
             spool_oldest_age_s=oldest,
-            spool_drops=_total(_get(spool, "drops", "dropped")),
-            spool_by_kind=_get(spool, "depth") if isinstance(_get(spool, "depth"), Mapping)
-            else None,
-            spool_in_flight=_get(spool, "in_flight"),
-            spool_backing_off=_get(spool, "backing_off"),
+            spool_drops=sum(spool.drops.values()),
+            spool_by_kind=spool.depth,
+            spool_in_flight=spool.in_flight,
+            spool_backing_off=spool.backing_off,
             spool_dead_letters=dead,
-            spool_size_mb=_get(spool, "size_mb"),
+            # An empty file size (0) means "not measured": leave the detail out.
+            spool_size_mb=round(spool.file_bytes / 2**20, 2) if spool.file_bytes else None,
+            spool_drops_by_reason=dict(spool.drops),
         )
-        file_bytes = _get(spool, "file_bytes", "size_bytes")
-        if details.get("spool_size_mb") is None and file_bytes:
-            details["spool_size_mb"] = round(file_bytes / 2**20, 2)
         v.check(config.spool_depth, depth, f"{depth} readings waiting")
-        v.check(config.spool_oldest_age_s, oldest, f"oldest reading waiting {oldest}s")
+        v.check(config.spool_oldest_age_s, oldest, f"oldest reading waiting {oldest or 0:.0f}s")
         v.check(config.dead_letters, dead, f"{dead} readings dead-lettered")
-        raw_drops = _get(spool, "drops", "dropped")
-        if isinstance(raw_drops, Mapping):
-            # Losing readings is an error; shedding images or old health
-            # snapshots to make room is the designed degradation: a warning.
-            lost = raw_drops.get("detections_dropped", 0)
-            shed = {k: n for k, n in raw_drops.items() if n and k != "detections_dropped"}
-            details["spool_drops_by_reason"] = dict(raw_drops)
-        else:
-            lost, shed = raw_drops or 0, {}
+        # Losing readings is an error; shedding images or old health
+        # snapshots to make room is the designed degradation: a warning.
+        lost = spool.drops.get("detections_dropped", 0)
+        shed = {k: n for k, n in spool.drops.items() if n and k != "detections_dropped"}
         if lost:
             v.add("error", f"{lost} readings dropped (spool full)")
         if shed:
             v.add("warning", "spool full, shed " + ", ".join(f"{n} {k}" for k, n in shed.items()))
-    out["spool"] = (v.state, v.message("Spool working normally"),
-                    {k: x for k, x in details.items() if x is not None})
+    return v.state, v.message("Spool working normally"), _present(details)
 
-    # uplink
+
+def evaluate_uplink(
+    config: HealthConfig,
+    base: Mapping[str, Any],
+    uplink: UplinkStats | None,
+    backlog: int,
+    now: float,
+) -> Report:
+    """``backlog``: readings waiting in the spool (0 when it is not open)."""
     v = _Verdict()
     details = dict(base)
     if uplink is None:
         v.add("error", "uplink not running")
     else:
-        last_ack_at = _get(uplink, "last_ack_at")
-        ack_age = _get(uplink, "last_ack_age_s")
-        if ack_age is None:
-            ack_age = _age(now, last_ack_at)
-        channel = _get(uplink, "channel")
-        state = _get(uplink, "state")
-        connected = _get(uplink, "connected")
-        if state is None and connected is not None:
-            state = "connected" if connected else ("rest" if channel == "rest" else "disconnected")
+        ack_age = (None if uplink.last_ack_at is None
+                   else round(max(0.0, now - uplink.last_ack_at), 1))
+        if uplink.connected:
+            state = "connected"
+        else:
+            # REST has no connection to lose: only a Socket.IO link is "disconnected".
+            state = "rest" if uplink.channel == "rest" else "disconnected"
+        latency = uplink.ack_latency_p50_ms
         details.update(
-            channel=channel,
+            channel=uplink.channel,
             link_state=state,
             last_ack_age_s=ack_age,
-            sent=_get(uplink, "sent"),
-            acked=_get(uplink, "acked"),
-            retried=_get(uplink, "retried"),
-            rejected=_get(uplink, "rejected"),
-            last_error=_get(uplink, "last_error"),
-            ack_latency_ms=_get(uplink, "ack_latency_p50_ms", "ack_latency_ms"),
+            sent=uplink.sent,
+            acked=uplink.acked,
+            retried=uplink.retried,
+            rejected=uplink.rejected,
+            last_error=uplink.last_error,
+            ack_latency_ms=None if latency is None else round(latency, 3),
         )
-        if depth:
+        if backlog:
             # Silence from the server only matters while something is waiting.
             if ack_age is None:
                 v.add("warning", "nothing acknowledged yet")
             else:
                 v.check(config.ack_age_s, ack_age, f"no ack for {ack_age:.0f}s")
-        if state in ("offline", "disconnected", "down") and depth:
-            v.add("warning", f"link {state}")
-    out["uplink"] = (v.state, v.message("Uplink working normally"),
-                     {k: _jsonable(x) for k, x in details.items() if x is not None})
-    return out
+            if state == "disconnected":
+                v.add("warning", f"link {state}")
+    return v.state, v.message("Uplink working normally"), _present(details)
+
+
+def evaluate(
+    config: HealthConfig,
+    system: Mapping[str, Any],
+    pipeline: PipelineStats | None,
+    spool: SpoolStats | None,
+    uplink: UplinkStats | None,
+) -> dict[str, Report]:
+    """Component -> (status, message, details). Pure: all inputs are snapshots.
+
+    ``pipeline``/``spool``/``uplink`` are the stages' ``stats()`` results, or
+    None when the stage is not running (which is itself reported as an error).
+    """
+    base = {k: system.get(k) for k in ("cpu_usage", "memory_usage", "disk_usage")}
+    return {
+        "system": evaluate_system(config, system),
+        "camera": evaluate_camera(config, base, pipeline),
+        "detector": evaluate_detector(config, base, pipeline),
+        "spool": evaluate_spool(config, base, spool),
+        "uplink": evaluate_uplink(config, base, uplink, spool.items if spool else 0, time.time()),
+    }
 
 
 class HealthReporter:
@@ -462,9 +413,9 @@ class HealthReporter:
         identity: CameraIdentity,
         *,
         disk_path: Path,
-        pipeline_stats: Callable[[], Any] | None = None,
-        spool_stats: Callable[[], Any] | None = None,
-        uplink_stats: Callable[[], Any] | None = None,
+        pipeline_stats: Callable[[], PipelineStats | None] | None = None,
+        spool_stats: Callable[[], SpoolStats | None] | None = None,
+        uplink_stats: Callable[[], UplinkStats | None] | None = None,
         put: Callable[[list[dict[str, Any]]], Any] | None = None,
     ) -> None:
         self.config = config
@@ -479,7 +430,7 @@ class HealthReporter:
         self._states: dict[str, str] = {}
 
     @staticmethod
-    def _call(fn: Callable[[], Any] | None) -> Any:
+    def _call(fn: Callable[[], _T | None] | None) -> _T | None:
         if fn is None:
             return None
         try:

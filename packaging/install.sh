@@ -57,14 +57,20 @@ echo "==> $UNIT_DIR/lpr-agent.service"
 sed "s|^ExecStart=/opt/lpr-agent/venv/bin/lpr-agent |ExecStart=$VENV/bin/lpr-agent |" \
     "$SRC/packaging/systemd/lpr-agent.service" > "$UNIT_DIR/lpr-agent.service.tmp"
 mv "$UNIT_DIR/lpr-agent.service.tmp" "$UNIT_DIR/lpr-agent.service"
-# ProtectHome=yes would hide a venv (or the interpreter it links to, e.g. pyenv)
-# under a home directory: relax it to read-only for such installs.
-rm -f "$UNIT_DIR/lpr-agent.service.d/home.conf"
-for p in "$VENV" "$(readlink -f "$VENV/bin/python")"; do
+# ProtectHome=yes would hide a venv, the interpreter it links to (e.g. pyenv)
+# or the source of an editable install under a home directory, and
+# PrivateTmp=yes one under /tmp (a test checkout): relax only what such an
+# install needs, in drop-ins, so the shipped unit stays fully hardened.
+rm -f "$UNIT_DIR/lpr-agent.service.d/home.conf" "$UNIT_DIR/lpr-agent.service.d/tmp.conf"
+pkg_dir=$("$VENV/bin/python" -c 'import lpr_agent, os; print(os.path.dirname(lpr_agent.__file__))')
+for p in "$VENV" "$(readlink -f "$VENV/bin/python")" "$pkg_dir"; do
   case $p in
     /home/*|/root/*)
       mkdir -p "$UNIT_DIR/lpr-agent.service.d"
       printf '[Service]\nProtectHome=read-only\n' > "$UNIT_DIR/lpr-agent.service.d/home.conf";;
+    /tmp/*|/var/tmp/*)
+      mkdir -p "$UNIT_DIR/lpr-agent.service.d"
+      printf '[Service]\nPrivateTmp=no\n' > "$UNIT_DIR/lpr-agent.service.d/tmp.conf";;
   esac
 done
 if [ -d /run/systemd/system ]; then

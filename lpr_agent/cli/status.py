@@ -52,14 +52,13 @@ def _spool_stats(config: Any) -> tuple[dict[str, Any] | None, str | None]:
     if not config.spool.path.exists():
         return None, f"no spool at {config.spool.path}"
     try:
-        from lpr_agent.health import stats_dict
         from lpr_agent.spool import Spool
 
         # recover=False/create=False: never move a file aside or create one under
         # a running daemon; this is a read-only look.
         spool = Spool.open(config.spool, recover=False, create=False)
         try:
-            return stats_dict(spool.stats()), None
+            return spool.stats().as_dict(), None
         finally:
             spool.close()
     except Exception as exc:  # report, never crash the status command

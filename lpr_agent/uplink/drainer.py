@@ -153,12 +153,9 @@ class Uplink:
             "rest_failures": self._rest_failures,
             "socketio_failures": self._sio_failures,
         }
-        spool_stats = getattr(self.spool, "stats", None)
-        if spool_stats is not None:
-            with contextlib.suppress(Exception):
-                st = spool_stats()
-                backlog = getattr(st, "items", None)
-                s.backlog = backlog if isinstance(backlog, int) else None
+        # Stats must never raise into the health reporter, even on a closed spool.
+        with contextlib.suppress(Exception):
+            s.backlog = self.spool.stats().items
         return dataclasses.replace(s, extra=dict(s.extra))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -174,10 +171,8 @@ class Uplink:
             await self._drain(stop)
         finally:
             self._running = False
-            remove = getattr(self.spool, "remove_listener", None)
-            if remove is not None:
-                with contextlib.suppress(ValueError):
-                    remove(self._on_put)
+            with contextlib.suppress(ValueError):
+                self.spool.remove_listener(self._on_put)
             connector.cancel()
             stop_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
