@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lpr-agent {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(f"lpr_agent.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lpr_agent.cli.{name}":
-                raise
-            continue  # verb not built yet
-        module.register(subparsers)
+        importlib.import_module(f"lpr_agent.cli.{name}").register(subparsers)
     return parser
 
 
