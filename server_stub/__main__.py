@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.log import access_logger
 
 from server_stub.app import create_app
 from server_stub.config import DEFAULT_BODY_LIMIT, DEFAULT_PORT, StubConfig
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> StubConfig:
     )
     parser.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, help="bytes")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--access-log", action="store_true", help="log every HTTP request (off: it is costly)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -51,15 +55,22 @@ def parse_args(argv: list[str] | None = None) -> StubConfig:
         faults=args.faults,
         token=args.token,
         body_limit=args.body_limit,
+        access_log=args.access_log,
     )
 
 
 async def serve(config: StubConfig) -> None:
     app = create_app(config)
-    # access_log=None: one log line per detection would cost more than storing it.
+    # No access log unless asked for: one log line per detection would cost
+    # about as much as storing it.
     # shutdown_timeout: SIGTERM must end the stub promptly, even with requests
     # held by a fault-injected stall.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
+    runner = web.AppRunner(
+        app,
+        access_log=access_logger if config.access_log else None,
+        handle_signals=False,
+        shutdown_timeout=3.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

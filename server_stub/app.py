@@ -33,7 +33,14 @@ from lpr_agent.protocol import (
 )
 from server_stub.config import StubConfig
 from server_stub.faults import Faults
-from server_stub.storage import Kind, Storage, Stored, WriteItem, text_of
+from server_stub.storage import (
+    Kind,
+    Storage,
+    Stored,
+    WriteItem,
+    predecode_image,
+    text_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ MAX_LIST = 1_000_000
 # Group-commit linger when busy (tuning knob for benchmarks; 0 = never linger).
 FLUSH_DELAY_S = float(os.environ.get("LPR_STUB_FLUSH_DELAY_MS", "1")) / 1000
 BUSY_WINDOW_S = 0.005
+# A commit waits at most this many extra loop turns for messages still arriving.
+MAX_DEFERS = 8
 MAX_BATCH = 256
 DEFAULT_LIST = 100
 LEGACY_BAD_JSON = (
@@ -57,7 +66,7 @@ class BadRequest(Exception):
 
 
 class GroupCommitter:
-    """Collects the writes of one event-loop turn and commits them together.
+    """Collects the writes that arrive together and commits them as one transaction.
 
     Under load many handlers are ready in the same loop iteration; one SQLite
     transaction for all of them costs about as much as one for a single
@@ -72,25 +81,54 @@ class GroupCommitter:
         self.largest_batch = 0
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
+        self._joined = 0
+        self._defers = 0
 
-    async def write(self, kind: str, data: dict[str, Any], channel: str, dedup: bool) -> Stored:
+    async def write(
+        self, kind: str, data: dict[str, Any], channel: str, dedup: bool, linger: bool
+    ) -> Stored:
+        """Store one message in the next group commit; returns once it is committed.
+
+        ``linger``: the caller's client pipelines (a Socket.IO connection with
+        many messages in flight), so a busy stub may hold the commit back a
+        moment to gather more of them.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Stored] = loop.create_future()
         if not self.pending:
-            if FLUSH_DELAY_S > 0 and loop.time() - self._last_flush < BUSY_WINDOW_S:
+            if linger and FLUSH_DELAY_S > 0 and loop.time() - self._last_flush < BUSY_WINDOW_S:
                 # Busy: Socket.IO events arrive one per loop turn, so a short
                 # linger lets a pipelining client's burst share one commit.
                 self._timer = loop.call_later(FLUSH_DELAY_S, self._flush)
             else:
-                # Idle: commit right after this turn, no added latency.
+                # Idle, or an HTTP request: commit as soon as a loop turn adds
+                # nothing to the batch. An HTTP client sends its next request
+                # on a connection only once answered, so a timed linger would
+                # leave the stub idle, waiting for requests that cannot come
+                # before it answers; the requests already being read still
+                # join, so a busy stub gets big batches all the same.
                 self._timer = None
-                loop.call_soon(self._flush)
+                self._joined = 0
+                self._defers = 0
+                loop.call_soon(self._flush_when_quiet)
+        else:
+            self._joined += 1
         self.pending.append(((kind, data, channel, dedup), future))
         if len(self.pending) >= MAX_BATCH and self._timer is not None:
             self._timer.cancel()
             self._timer = None
             loop.call_soon(self._flush)
         return await future
+
+    def _flush_when_quiet(self) -> None:
+        """Flush, unless messages joined during the last loop turn: then more
+        are probably on their way through the handlers; look again next turn."""
+        if self._joined and self._defers < MAX_DEFERS and len(self.pending) < MAX_BATCH:
+            self._joined = 0
+            self._defers += 1
+            asyncio.get_running_loop().call_soon(self._flush_when_quiet)
+            return
+        self._flush()
 
     def _flush(self) -> None:
         self._timer = None
@@ -160,11 +198,11 @@ class StubServer:
         if self.legacy:
             # The reference server only checks presence of the required fields.
             return self.require_fields(data, ("type", "camera_id", "checkpoint_id", "timestamp"))
+        probe, stored = _predecode_images(data) if isinstance(data, dict) else (data, data)
         try:
-            msg = parse_inbound(DetectionResult, data)
+            msg = parse_inbound(DetectionResult, probe)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        stored = dict(data)
         # Counts feed SQL columns: keep the validated (coerced) values.
         stored["vehicles_count"] = msg.vehicles_count
         stored["plates_count"] = msg.plates_count
@@ -197,10 +235,14 @@ class StubServer:
         return data
 
     async def store_detection(self, data: dict[str, Any], channel: str) -> Stored:
-        return await self.writer.write(Kind.DETECTION, data, channel, dedup=not self.legacy)
+        return await self.writer.write(
+            Kind.DETECTION, data, channel, dedup=not self.legacy, linger=channel == "socketio"
+        )
 
     async def store_health(self, data: dict[str, Any], channel: str) -> Stored:
-        return await self.writer.write(Kind.HEALTH, data, channel, dedup=not self.legacy)
+        return await self.writer.write(
+            Kind.HEALTH, data, channel, dedup=not self.legacy, linger=channel == "socketio"
+        )
 
     def detection_reply(self, data: dict[str, Any], stored: Stored, rest: bool) -> dict[str, Any]:
         reply: dict[str, Any] = {
@@ -673,24 +715,65 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+def _predecode_images(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what to validate, what to store) for a detection: two copies of ``data``.
+
+    Validating a base64 image means decoding it, and storing it means decoding
+    it again; so each image that decodes cleanly is decoded once, here: the
+    copy to store carries the bytes, the copy to validate an empty string
+    (which passes where the image would). An image that does not decode stays
+    in both, for the validator to reject with its usual message.
+    """
+    probe = dict(data)
+    stored = dict(data)
+    annotated = predecode_image(data.get("annotated_image"))
+    if annotated is not None:
+        probe["annotated_image"] = ""
+        stored["annotated_image"] = annotated
+    crops = data.get("cropped_plates")
+    if isinstance(crops, list) and crops:
+        probe_crops: list[Any] = []
+        stored_crops: list[Any] = []
+        for crop in crops:
+            decoded = predecode_image(crop)
+            probe_crops.append(crop if decoded is None else "")
+            stored_crops.append(crop if decoded is None else decoded)
+        probe["cropped_plates"] = probe_crops
+        stored["cropped_plates"] = stored_crops
+    return probe, stored
+
+
 def _fail(status: int, message: str) -> web.Response:
     return web.json_response({"success": False, "message": message}, status=status)
 
 
-def _is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/")
-
-
 def _make_middlewares(stub: StubServer) -> list[Any]:
+    # One middleware, not one per concern: each layer is one more coroutine
+    # (and aiohttp adds a layer of its own once there is any) on every request.
     @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every failure becomes a JSON answer; nothing propagates to kill the server."""
-        if request.path.startswith("/socket.io"):
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Websocket bookkeeping; auth, stall and reply delay for the REST API;
+        every failure answered as JSON, so nothing propagates to kill the server."""
+        path = request.path
+        if path.startswith("/socket.io"):
+            query = request.query
+            if query.get("transport") == "websocket" and "sid" in query:
+                stub.ws_requests[query["sid"]] = request
             # engine.io answers its own errors; a prepared websocket cannot
             # be turned into a JSON response anyway.
             return await handler(request)
+        api = path.startswith("/api/")
+        if api:
+            token = stub.config.token
+            if token is not None:
+                given = request.headers.get("Authorization", "")
+                # ?token= too, because <img> tags on the dashboard cannot send headers.
+                if given != f"Bearer {token}" and request.query.get("token") != token:
+                    return _fail(401, "Unauthorized: bad or missing token")
+            if stub.faults.enabled:  # skip even the coroutine when there can be no faults
+                await stub.faults.wait_unstalled()
         try:
-            return await handler(request)
+            response = await handler(request)
         except BadRequest as exc:
             return _fail(400, str(exc))
         except _LegacyBadJson:
@@ -698,37 +781,19 @@ def _make_middlewares(stub: StubServer) -> list[Any]:
         except web.HTTPRequestEntityTooLarge as exc:
             return _fail(413, f"Request body too large: {exc.text}")
         except web.HTTPException as exc:
-            if exc.status < 400 or not (_is_api(request) or request.path.startswith("/admin")):
+            if exc.status < 400 or not (api or path.startswith("/admin")):
                 raise
             return _fail(exc.status, exc.reason)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            log.exception("handler for %s %s failed", request.method, request.path)
+        except Exception as exc:  # not CancelledError & co.: those are BaseExceptions
+            log.exception("handler for %s %s failed", request.method, path)
             return _fail(500, f"Internal server error: {exc}")
-
-    @web.middleware
-    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Auth, stall and reply delay for the REST API; bookkeeping for websockets."""
-        if request.path.startswith("/socket.io"):
-            query = request.query
-            if query.get("transport") == "websocket" and "sid" in query:
-                stub.ws_requests[query["sid"]] = request
-            return await handler(request)
-        if not _is_api(request):
-            return await handler(request)
-        token = stub.config.token
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            # ?token= too, because <img> tags on the dashboard cannot send headers.
-            if given != f"Bearer {token}" and request.query.get("token") != token:
-                return _fail(401, "Unauthorized: bad or missing token")
-        await stub.faults.wait_unstalled()
-        response = await handler(request)
-        await stub.faults.delay()
+        if api and stub.faults.enabled:
+            # Failures above are answered at once, as before: only a handled
+            # request waits out the configured reply delay.
+            await stub.faults.delay()
         return response
 
-    return [errors, gate]
+    return [gate]
 
 
 def create_app(config: StubConfig) -> web.Application:

@@ -32,6 +32,11 @@ class StubConfig(BaseModel):
     body_limit: int = Field(
         default=DEFAULT_BODY_LIMIT, gt=0, description="Largest accepted request body, bytes."
     )
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per HTTP request (aiohttp's access log, at INFO). Off by "
+        "default: under load, formatting that line costs about as much as storing a detection.",
+    )
     online_window_s: float = Field(
         default=120.0,
         gt=0,

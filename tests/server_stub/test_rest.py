@@ -186,6 +186,13 @@ def test_missing_fields_and_bad_values_are_400(stub: StubProcess, cam: str) -> N
             "bbox",
         ),
         ("/api/detection", detection(cam, annotated_image="not base64!"), "base64"),
+        (
+            # the stub decodes good images before validation: a bad one after a
+            # good one must still be named
+            "/api/detection",
+            detection(cam, cropped_plates=[TINY_JPEG_B64, "not base64!"]),
+            "Invalid field cropped_plates.1: image is not valid base64",
+        ),
         ("/api/detection", detection(cam, event_id="not-a-uuid"), "event_id"),
         ("/api/health", health(cam, status="fine"), "status"),
         (
