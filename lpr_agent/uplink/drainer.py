@@ -121,10 +121,19 @@ class Uplink:
         self._channel: Channel = "none"
         self._last_channel: Channel = "none"  # last channel that carried traffic
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._rest_tasks: set[asyncio.Task[None]] = set()  # REST request slots
         self._kinds_cache: dict[tuple[str, ...], Any] = {}
         self._ack_pending: list[int] = []
         self._buffer: deque[Any] = deque()  # leased, not sent yet
-        self._busy: dict[str, int] = {"socketio": 0, "rest": 0}
+        self._busy: dict[str, int] = {"socketio": 0, "rest": 0}  # sent, not settled yet
+        # Sent and no outcome yet (busy minus outcomes waiting in _done): what
+        # the server is working on, i.e. how full the pipe really is.
+        self._live: dict[str, int] = {"socketio": 0, "rest": 0}
+        # An outcome other than "delivered" waits in _done: stop refilling
+        # from completions until the loop has settled it (a release must hand
+        # the buffer back before anything younger goes out).
+        self._trouble = False
+        self._stop: asyncio.Event | None = None
         self._lease_task: asyncio.Task[list[Any]] | None = None
         self._lease_gen = 0
         self._puts = 0  # spool puts seen by the listener
@@ -163,6 +172,7 @@ class Uplink:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._sio_kick = asyncio.Event()
+        self._stop = stop
         self._running = True
         self.spool.add_listener(self._on_put)
         stop_watch = asyncio.create_task(self._wake_on(stop))
@@ -370,28 +380,74 @@ class Uplink:
 
         task.add_done_callback(landed)
 
-    async def _dispatch(self, channel: Channel, item: Any, kind: str, *,
-                        probe: bool = False) -> None:
+    def _mark_sent(self, channel: str, item: Any) -> None:
         self._in_flight[item.id] = channel
         self._busy[channel] += 1
-        self._low_water[channel] = max(1, self._window_of(channel) // 2)
+        self._live[channel] += 1
         self._stats.sent += 1
-        sent_at = time.monotonic()
+
+    async def _dispatch(self, channel: Channel, item: Any, kind: str, *,
+                        probe: bool = False) -> None:
+        self._mark_sent(channel, item)
+        self._low_water[channel] = max(1, self._window_of(channel) // 2)
         if channel == "socketio":
             assert self._sio is not None
-            future = await self._sio.send(kind, item.payload, probe=probe)
-            future.add_done_callback(
-                lambda f, item=item, sent_at=sent_at: self._complete(
-                    item, f.result(), sent_at, "socketio"
-                )
+            sent_at = time.monotonic()
+            await self._sio.send_cb(
+                kind, item.payload,
+                lambda outcome, item=item, sent_at=sent_at: self._complete(
+                    item, outcome, sent_at, "socketio"
+                ),
+                probe=probe,
             )
         else:
-            task = asyncio.create_task(self._rest.send(kind, item.payload))
-            task.add_done_callback(
-                lambda t, item=item, sent_at=sent_at: self._complete(
-                    item, _task_outcome(t), sent_at, "rest"
-                )
-            )
+            task = asyncio.create_task(self._rest_worker(item, kind))
+            self._rest_tasks.add(task)
+            task.add_done_callback(self._rest_tasks.discard)
+
+    async def _rest_worker(self, item: Any, kind: str) -> None:
+        """Send ``item`` over REST, then keep this request slot busy: as soon as
+        one answer is in, the next buffered item goes out from here, like the
+        workers of a plain client with N connections. Going through the drain
+        loop instead would refill per batch of answers, and the pipe would run
+        half empty between batches (REST throughput is requests in flight /
+        round trip)."""
+        while True:
+            sent_at = time.monotonic()
+            try:
+                outcome = await self._rest.send(kind, item.payload)
+            except asyncio.CancelledError:
+                self._complete(item, Outcome(Verdict.LINK_DOWN, "cancelled", maybe_stored=True),
+                               sent_at, "rest")
+                raise
+            except Exception as exc:
+                outcome = Outcome(Verdict.LINK_DOWN, f"REST send failed: {exc!r}",
+                                  maybe_stored=True)
+            self._complete(item, outcome, sent_at, "rest")
+            if outcome.verdict is not Verdict.DELIVERED:
+                return
+            nxt = self._next_rest_item()
+            if nxt is None:
+                return
+            item = nxt
+            kind = _kind(item)
+
+    def _next_rest_item(self) -> Any | None:
+        """The next buffered item for a REST slot that just freed up, or None
+        when the drain loop must decide (channel change, failure, stop, an item
+        REST may not carry, an empty buffer)."""
+        buffer = self._buffer
+        if (not buffer or self._trouble or not self._running or self._channel != "rest"
+                or self._rest_failures or (self._stop is not None and self._stop.is_set())
+                or self._live["rest"] >= self.config.rest_concurrency
+                or self._choose() != "rest"):
+            return None
+        item = buffer[0]
+        if _kind(item) not in self._rest_kinds():
+            return None  # _fill hands it back to the spool
+        buffer.popleft()
+        self._mark_sent("rest", item)
+        return item
 
     def _window_of(self, channel: str) -> int:
         if channel == "socketio":
@@ -441,15 +497,18 @@ class Uplink:
 
     def _complete(self, item: Any, outcome: Outcome, sent_at: float, channel: str) -> None:
         self._done.append(_Done(item, outcome, sent_at, channel))
+        self._live[channel] -= 1
+        delivered = outcome.verdict is Verdict.DELIVERED
+        if not delivered:
+            self._trouble = True
         wake = self._wake
         if wake is None or wake.is_set():
             return
         # While the pipe is still at least half full, let completions gather
         # for a few ms: one loop turn per batch instead of per ack leaves more
         # CPU for sending (the server usually shares the machine's cores).
-        if outcome.verdict is not Verdict.DELIVERED or (
-            self._busy[channel] - len(self._done) < self._low_water.get(channel, 1)
-        ):
+        # (REST slots refill themselves meanwhile, see _rest_worker.)
+        if not delivered or self._live[channel] < self._low_water.get(channel, 1):
             wake.set()
         elif not self._gather_pending and self._loop is not None:
             self._gather_pending = True
@@ -466,6 +525,7 @@ class Uplink:
         if not self._done:
             return
         done, self._done = self._done, []
+        self._trouble = False
         now = time.monotonic()
         acks: list[int] = []
         releases: list[int] = []
@@ -749,6 +809,13 @@ class Uplink:
                 await asyncio.wait_for(asyncio.shield(self._lease_task), 5.0)
         with contextlib.suppress(Exception):
             self._release_buffer()
+        # Stop waiting on REST requests still unanswered (a frozen server would
+        # hold each for rest_timeout_s); their items are handed back below.
+        rest_tasks = list(self._rest_tasks)
+        for task in rest_tasks:
+            task.cancel()
+        if rest_tasks:
+            await asyncio.gather(*rest_tasks, return_exceptions=True)
         leftover = list(self._in_flight)
         if leftover:
             with contextlib.suppress(Exception):
@@ -756,6 +823,7 @@ class Uplink:
             self._stats.retried += len(leftover)
             self._in_flight.clear()
             self._busy = {"socketio": 0, "rest": 0}
+            self._live = {"socketio": 0, "rest": 0}
         if self._ack_task is not None:
             with contextlib.suppress(Exception):
                 await self._ack_task
@@ -774,15 +842,6 @@ def _creation_order(items: list[Any]) -> list[Any]:
     is never stuck behind a backlog), but within the batch each kind goes out
     in creation order so that a replay reaches the server in order."""
     return sorted(items, key=lambda it: (_kind(it) != HEALTH, it.id))
-
-
-def _task_outcome(task: asyncio.Task[Outcome]) -> Outcome:
-    if task.cancelled():
-        return Outcome(Verdict.LINK_DOWN, "cancelled", maybe_stored=True)
-    exc = task.exception()
-    if exc is not None:
-        return Outcome(Verdict.LINK_DOWN, f"REST send failed: {exc!r}", maybe_stored=True)
-    return task.result()
 
 
 def _now() -> str:

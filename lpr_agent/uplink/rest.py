@@ -78,7 +78,13 @@ class RestLink:
         path = REST_PATHS[kind]
         try:
             async with self.session.post(self.base + path, json=payload) as resp:
-                text = await resp.text()
+                # read() + one decode: resp.text() would look up the charset
+                # (and may sniff it) on every reply of a drain.
+                raw = await resp.read()
+                try:
+                    text = raw.decode(resp.charset or "utf-8", "replace")
+                except LookupError:  # a charset Python does not know
+                    text = raw.decode("utf-8", "replace")
                 body: Any = None
                 if text:
                     try:

@@ -60,12 +60,57 @@ class SioConnectError(Exception):
 
 
 class _Pending:
-    __slots__ = ("future", "probe", "sent_at")
+    __slots__ = ("probe", "resolve", "sent_at")
 
-    def __init__(self, future: asyncio.Future[Outcome], sent_at: float, probe: bool) -> None:
-        self.future = future
+    def __init__(self, resolve: Callable[[Outcome], None], sent_at: float, probe: bool) -> None:
+        self.resolve = resolve  # called exactly once: whoever pops it from _pending calls it
         self.sent_at = sent_at
         self.probe = probe
+
+
+def _resolver(future: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:
+    def resolve(outcome: Outcome) -> None:
+        if not future.done():
+            future.set_result(outcome)
+
+    return resolve
+
+
+_LEAF_TYPES = frozenset((str, int, float, bool, type(None)))
+
+
+class _Packet(socketio.packet.Packet):
+    """python-socketio's packet with a cheaper scan for binary attachments.
+
+    Every outgoing event is scanned for bytes before it is encoded; the stock
+    scan recurses through the payload building lists and calling
+    functools.reduce (~12 µs for a 1 KB detection, about 7 % of what sending
+    one costs). Same answer, iteratively, with a fast path for JSON leaves
+    (~2 µs). Installed through the documented ``serializer=`` argument.
+    """
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        stack = [data]
+        pop = stack.pop
+        extend = stack.extend
+        leaf = _LEAF_TYPES
+        while stack:
+            x = pop()
+            t = type(x)
+            if t in leaf:
+                continue
+            if t is dict:
+                extend(x.values())
+            elif t is list:
+                extend(x)
+            elif isinstance(x, (bytes, bytearray)):
+                return True
+            elif isinstance(x, dict):  # subclasses, as the stock scan accepts them
+                extend(x.values())
+            elif isinstance(x, list):
+                extend(x)
+        return False
 
 
 class SioLink:
@@ -178,6 +223,7 @@ class SioLink:
             http_session=self._http,
             logger=False,
             engineio_logger=False,
+            serializer=_Packet,
         )
         self._install_handlers(self.client)
         auth = {"token": cfg.token} if cfg.token else None
@@ -265,13 +311,28 @@ class SioLink:
         """
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
+        await self.send_cb(kind, payload, _resolver(future), probe=probe)
+        return future
+
+    async def send_cb(
+        self, kind: str, payload: dict[str, Any], on_outcome: Callable[[Outcome], None], *,
+        probe: bool = False,
+    ) -> None:
+        """Emit one message; ``on_outcome(outcome)`` is called exactly once, from
+        the event loop (possibly before this returns, if the link is down).
+
+        The drainer's path: it saves a future per message and the extra
+        event-loop hop of that future's done-callback.
+        Never raises for link failures: the outcome is LINK_DOWN.
+        """
         if not self.alive:
-            future.set_result(Outcome(Verdict.LINK_DOWN, self.dead_reason or "not connected"))
-            return future
+            on_outcome(Outcome(Verdict.LINK_DOWN, self.dead_reason or "not connected"))
+            return
+        loop = self._loop or asyncio.get_running_loop()
         self._seq += 1
         key = self._seq
         sent_at = time.monotonic()
-        self._pending[key] = _Pending(future, sent_at, probe)
+        self._pending[key] = _Pending(on_outcome, sent_at, probe)
         if self._sweep is None:
             self._sweep = loop.call_at(sent_at + self.config.ack_timeout_s, self._check_timeouts)
         if probe:
@@ -291,8 +352,7 @@ class SioLink:
             else:
                 outcome = Outcome(Verdict.RETRY, "empty ack without a reply event", None,
                                   maybe_stored=True)
-            if not pending.future.done():
-                pending.future.set_result(outcome)
+            pending.resolve(outcome)
 
         if legacy:
             self._last_reply = None
@@ -302,7 +362,6 @@ class SioLink:
         except Exception as exc:  # BadNamespaceError and transport errors
             self._fail(key, Outcome(Verdict.LINK_DOWN, f"emit failed: {exc!r}"))
             self._declare_dead(f"emit failed: {exc!r}")
-        return future
 
     async def ping(self, timeout: float) -> Any:
         """Socket.IO ``ping`` -> ``pong`` (diagnostics)."""
@@ -353,8 +412,7 @@ class SioLink:
         pending = self._pending.pop(key, None)
         if pending is None:
             return
-        if not pending.future.done():
-            pending.future.set_result(outcome)
+        pending.resolve(outcome)
 
     def _declare_dead(self, reason: str, *, notify: bool = True) -> None:
         was_alive = self.alive
