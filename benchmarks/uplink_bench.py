@@ -130,14 +130,10 @@ class TimedSpool(Spool):
             self.acked_at[i] = now
 
 
-def open_spool(path: Path, secure_delete: str | None = None) -> TimedSpool:
+def open_spool(path: Path) -> TimedSpool:
     spool = TimedSpool.open(SpoolConfig(path=path))  # product default: synchronous=FULL
     assert isinstance(spool, TimedSpool)
     spool.acked_at = {}
-    if secure_delete is not None:
-        # Experiment only (not the product's setting): many SQLite builds
-        # default to secure_delete=ON, which zero-fills every deleted image.
-        spool._conn.execute(f"PRAGMA secure_delete = {secure_delete}")
     return spool
 
 
@@ -192,8 +188,8 @@ def wait_for(cond: Any, timeout: float, step: float = 0.002) -> float:
 
 
 def uplink_drain(url: str, tmp: Path, name: str, payloads: list[dict[str, Any]],
-                 secure_delete: str | None = None, **cfg: Any) -> float:
-    spool = open_spool(tmp / f"{name}.db", secure_delete)
+                 **cfg: Any) -> float:
+    spool = open_spool(tmp / f"{name}.db")
     spool.put_many([(Kind.DETECTION, p) for p in payloads])
     config = UplinkConfig(server_url=url, window=WINDOW, rest_concurrency=REST_CONCURRENCY, **cfg)
     up = UplinkThread(config, spool)
@@ -330,13 +326,6 @@ def main() -> int:
                           sio_images_uplink_rate=round(ours, 1),
                           sio_drain_images_ratio=round(ours / bare, 3))
             print(f"socketio 60KB: bare {bare:.0f}/s, uplink {ours:.0f}/s", flush=True)
-            fast = uplink_drain(url, tmp, "sio-img-fast",
-                                [detection(60_000) for _ in range(args.n_images)],
-                                secure_delete="FAST")
-            result.update(sio_images_uplink_rate_secure_delete_fast=round(fast, 1),
-                          sio_drain_images_ratio_secure_delete_fast=round(fast / bare, 3))
-            print(f"socketio 60KB, spool with PRAGMA secure_delete=FAST: uplink {fast:.0f}/s",
-                  flush=True)
 
             def ours_rest(r: int) -> float:
                 stub.faults(block_socketio=True)

@@ -379,6 +379,13 @@ class Spool:
             # instead of keeping it at its high-water size.
             conn.execute("PRAGMA journal_size_limit = 8388608")
             conn.execute("PRAGMA temp_store = MEMORY")
+            # Debian's SQLite zero-fills every deleted byte (SECURE_DELETE on by
+            # default): acking a detection with a 60 KB image then costs ~300 us
+            # of CPU instead of ~20. With the WAL, full zeroing promises less than
+            # it seems anyway (the WAL keeps copies of the pages until it is
+            # reused); freed pages are zeroed when written again or given back by
+            # the incremental vacuum.
+            conn.execute("PRAGMA secure_delete = FAST")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _split_sql(SCHEMA):
