@@ -245,28 +245,18 @@ class StubServer:
         )
 
     def detection_reply(self, data: dict[str, Any], stored: Stored, rest: bool) -> dict[str, Any]:
-        reply: dict[str, Any] = {
-            "success": True,
-            "message": "Detection data received successfully",
-            "detection_id": stored.id,
-        }
-        if not rest:
-            reply["camera_id"] = data.get("camera_id")
-            reply["checkpoint_id"] = data.get("checkpoint_id")
-        reply["timestamp"] = self.reply_timestamp()
-        if not self.legacy:
-            reply["duplicate"] = stored.duplicate
-            if data.get("event_id") is not None:
-                reply["event_id"] = data["event_id"]
-        return reply
+        return self._stored_reply(
+            data, stored, rest, "detection_id", "Detection data received successfully"
+        )
 
     def health_reply(self, data: dict[str, Any], stored: Stored, rest: bool) -> dict[str, Any]:
-        reply: dict[str, Any] = {
-            "success": True,
-            "message": "Health status received",
-            "health_id": stored.id,
-        }
-        if not rest:
+        return self._stored_reply(data, stored, rest, "health_id", "Health status received")
+
+    def _stored_reply(
+        self, data: dict[str, Any], stored: Stored, rest: bool, id_key: str, message: str
+    ) -> dict[str, Any]:
+        reply: dict[str, Any] = {"success": True, "message": message, id_key: stored.id}
+        if not rest:  # the reference server names the camera only in Socket.IO replies
             reply["camera_id"] = data.get("camera_id")
             reply["checkpoint_id"] = data.get("checkpoint_id")
         reply["timestamp"] = self.reply_timestamp()
