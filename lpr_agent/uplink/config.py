@@ -56,11 +56,13 @@ class UplinkConfig(BaseModel):
         "(deployed servers that ack with no data always get one at a time)",
     )
     rest_concurrency: int = Field(
-        default=8,
+        default=1,
         ge=1,
         le=64,
-        description="REST requests in flight; >1 may reorder messages within the window "
-        "(set 1 for strict creation order over REST)",
+        description="REST requests in flight. 1 keeps strict creation order over REST (the "
+        "fallback channel; a camera makes far fewer readings per second than one request "
+        "in flight carries); more drains a REST-only backlog faster but parallel requests "
+        "may be stored out of order",
     )
     retry_initial_s: float = Field(
         default=0.5,
@@ -89,6 +91,14 @@ class UplinkConfig(BaseModel):
         description="register over REST once Socket.IO has been unavailable this long while "
         "REST works (deployed servers then refuse Socket.IO for the camera until they restart, "
         "protocol.md quirk 8, so not sooner)",
+    )
+    in_order_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="a message the server answers with a temporary error (5xx) is resent "
+        "in creation order, with everything younger held back, this many times; after that "
+        "it waits out its own backoff in the spool so that it cannot block the rest forever",
     )
     poll_interval_s: float = Field(
         default=0.5,

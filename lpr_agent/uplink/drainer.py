@@ -37,6 +37,7 @@ _rlog = RateLimitedLog(log)
 
 DETECTION, HEALTH, REGISTRATION = "detection", "health", "registration"
 _ACK_GATHER_S = 0.02  # acks gather this long before one spool commit
+_HOLD_CAP_S = 1.0  # longest pause of all sending after a temporary server error
 _COMPLETION_GATHER_S = 0.005  # completions gather this long while the pipe is full
 
 
@@ -106,6 +107,11 @@ class Uplink:
         self._running = False
         self._rest_failures = 0
         self._rest_retry_at = 0.0
+        # Server trouble (5xx): hold all sending until then, so the failed
+        # message is resent before anything younger and order is kept.
+        self._hold_until = 0.0
+        self._server_trouble = 0
+        self._in_order_tries: dict[int, int] = {}
         self._rest_ok_at: float | None = None
         self._rest_down_since = 0.0
         self._sio_auth_blocked_until = 0.0
@@ -240,7 +246,8 @@ class Uplink:
                 continue
             timeout = self.config.poll_interval_s
             if channel == "none":
-                timeout = max(0.01, min(timeout, self._rest_retry_at - time.monotonic()))
+                resume = max(self._rest_retry_at, self._hold_until)
+                timeout = max(0.01, min(timeout, resume - time.monotonic()))
             elif self._sio is not None and not self._sio.proven:
                 timeout = min(timeout, self.config.ack_timeout_s / 8)
             # (A timer setting the event is cheaper than wait_for's extra task.)
@@ -250,6 +257,8 @@ class Uplink:
 
     def _choose(self) -> Channel:
         now = time.monotonic()
+        if now < self._hold_until:
+            return "none"
         sio = self._sio
         # A link on probation carries only probes while REST works.
         if sio is not None and sio.alive and (sio.proven or self._rest_failures):
@@ -532,13 +541,17 @@ class Uplink:
         nacks: dict[str, list[int]] = defaultdict(list)
         dead: dict[str, list[int]] = defaultdict(list)
         st = self._stats
+        hold = False
         for d in done:
             item_id = d.item.id
             if self._in_flight.pop(item_id, None) is not None:
                 self._busy[d.channel] -= 1
             verdict = d.outcome.verdict
+            if verdict is not Verdict.RETRY:
+                self._in_order_tries.pop(item_id, None)
             if verdict is Verdict.DELIVERED:
                 acks.append(item_id)
+                self._server_trouble = 0
                 self._latency.add(now - d.sent_at)
                 if d.outcome.duplicate:
                     st.server_duplicates += 1
@@ -552,9 +565,19 @@ class Uplink:
                 if d.channel == "rest":
                     self._rest_ok()
             elif verdict is Verdict.RETRY:
-                nacks[d.outcome.reason or "retry"].append(item_id)
                 if d.outcome.maybe_stored:
                     st.possible_duplicates += 1
+                tries = self._in_order_tries.get(item_id, 0) + 1
+                if tries > self.config.in_order_retries:
+                    # Give up on order for this one: its own backoff in the
+                    # spool, while the messages behind it go on.
+                    self._in_order_tries.pop(item_id, None)
+                    nacks[d.outcome.reason or "retry"].append(item_id)
+                else:
+                    self._in_order_tries[item_id] = tries
+                    releases.append(item_id)
+                    hold = True
+                    self._note_error(d.outcome.reason or "retry")
             elif verdict is Verdict.AUTH:
                 releases.append(item_id)
                 self._auth_failed(d.outcome.reason, d.channel)
@@ -582,6 +605,14 @@ class Uplink:
             st.retried += len(ids)
             self._note_error(reason)
             _rlog(logging.WARNING, "retry", "uplink: %d message(s) to retry: %s", len(ids), reason)
+        if hold:
+            # Equal jitter: a fleet hit by the same server trouble spreads out,
+            # yet each camera waits at least half the step.
+            self._server_trouble += 1
+            step = min(_HOLD_CAP_S, 0.25 * 2 ** (self._server_trouble - 1))
+            self._hold_until = now + step / 2 + random.uniform(0, step / 2)
+            _rlog(logging.WARNING, "hold", "uplink: server trouble (%s); resending in order "
+                  "after %.1fs", self._stats.last_error, self._hold_until - now)
         if releases:
             st.retried += len(releases)
             # The lease-ahead buffer holds younger items: hand them back too so
