@@ -468,38 +468,50 @@ class StubServer:
         return None if self.legacy else reply
 
     async def on_lpr_data(self, sid: str, data: Any) -> Any:
-        if self.faults.take_failure():
-            return await self._sio_error(sid, "Internal server error: injected fault")
-        try:
-            data = self.validate_detection(data)
-        except BadRequest as exc:
-            return await self._sio_error(sid, str(exc))
-        stored = await self.store_detection(data, "socketio")
-        await self.broadcast_detection(data, stored)
-        if self.legacy and text_of(data.get("camera_id")) in self.rest_registered:
-            # Reference quirk 8: stored, then answered with an error.
-            return await self._sio_error(sid, "'detections'")
-        if self.faults.withhold:
-            return self.sio.not_handled  # python-socketio then sends no ack at all
-        reply = self.detection_reply(data, stored, rest=False)
-        await self.faults.delay()
-        await self.sio.emit("lpr_response", reply, to=sid)
-        return None if self.legacy else reply
+        return await self._on_message(
+            sid, data, self.validate_detection, self.store_detection,
+            self.broadcast_detection, self.detection_reply, "lpr_response",
+            # Reference quirk 8: after a REST registration, stored, then an error.
+            quirk_error="'detections'",
+        )
 
     async def on_health_status(self, sid: str, data: Any) -> Any:
+        return await self._on_message(
+            sid, data, self.validate_health, self.store_health,
+            self.broadcast_health, self.health_reply, "health_response",
+        )
+
+    async def _on_message(
+        self,
+        sid: str,
+        data: Any,
+        validate: Callable[[Any], dict[str, Any]],
+        store: Callable[[dict[str, Any], str], Awaitable[Stored]],
+        broadcast: Callable[[dict[str, Any], Stored], Awaitable[None]],
+        make_reply: Callable[[dict[str, Any], Stored, bool], dict[str, Any]],
+        reply_event: str,
+        quirk_error: str | None = None,
+    ) -> Any:
+        """One stored message over Socket.IO: validate, store, broadcast, reply + ack."""
         if self.faults.take_failure():
             return await self._sio_error(sid, "Internal server error: injected fault")
         try:
-            data = self.validate_health(data)
+            data = validate(data)
         except BadRequest as exc:
             return await self._sio_error(sid, str(exc))
-        stored = await self.store_health(data, "socketio")
-        await self.broadcast_health(data, stored)
+        stored = await store(data, "socketio")
+        await broadcast(data, stored)
+        if (
+            quirk_error is not None
+            and self.legacy
+            and text_of(data.get("camera_id")) in self.rest_registered
+        ):
+            return await self._sio_error(sid, quirk_error)
         if self.faults.withhold:
-            return self.sio.not_handled
-        reply = self.health_reply(data, stored, rest=False)
+            return self.sio.not_handled  # python-socketio then sends no ack at all
+        reply = make_reply(data, stored, False)
         await self.faults.delay()
-        await self.sio.emit("health_response", reply, to=sid)
+        await self.sio.emit(reply_event, reply, to=sid)
         return None if self.legacy else reply
 
     async def on_ping(self, sid: str, data: Any) -> Any:
