@@ -1,6 +1,8 @@
 """Evaluate the plate pipeline on a labelled photo folder.
 
 Usage: ``python benchmarks/eval_plates.py ../shared/data/openalpr-eu [--threads 2]``
+(several folders: ``DIR:eu OTHER:us``; each folder's results are also reported
+on their own, "per_dataset").
 
 The folder holds ``NAME.jpg`` + ``NAME.txt`` (``NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``,
 one line per plate). Metrics (plates compared after upper-casing and keeping A–Z/0–9):
@@ -15,6 +17,11 @@ one line per plate). Metrics (plates compared after upper-casing and keeping A�
 * ``exact_720p``: exact-match rate on those 720p frames
 * ``peak_rss_mb``: the process's peak resident memory (models + buffers)
 
+Baseline, measured in the same run (a child process, so that its memory is its
+own): the pipeline with the settings it had before "Recognition v2" - the full
+18k-class recogniser, the letter-and-digit rule instead of plate-shape
+evidence, no second look (``BASELINE_SETTINGS``). ``--no-baseline`` skips it.
+
 Prints a table, then one JSON line (the last line of output).
 """
 
@@ -25,6 +32,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,40 +81,25 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--det-max-side", type=int, default=None)
-    parser.add_argument("--region", default=None, help="plate region (auto, eu, us, br)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N images")
-    parser.add_argument("--no-720p", action="store_true", help="skip the 1280x720 timing pass")
-    parser.add_argument("--errors", action="store_true", help="list every miss")
-    args = parser.parse_args(argv)
+# The pipeline as it was before issue 13 ("Recognition v2"), measured in the
+# same run as the baseline: detection at 960 px, the whole 18k-class
+# recogniser, the letter-and-digit rule instead of plate-shape evidence, no
+# second look at small text.
+BASELINE_SETTINGS: dict[str, object] = {
+    "det_max_side": 960,
+    "cut_recogniser": False,
+    "require_letter_and_digit": True,
+    "plate_shape_filter": False,
+    "second_look_below_px": 0,
+}
 
-    overrides: dict[str, object] = {"threads": args.threads}
-    if args.det_max_side:
-        overrides["det_max_side"] = args.det_max_side
-    if args.region:
-        overrides["region"] = args.region
-    config = DetectorConfig(**overrides)
-    reader = PlateReader(config)
-    t_load = time.perf_counter()
-    reader.load()
-    load_s = time.perf_counter() - t_load
 
-    items = load_labels(args.folder)
-    if args.limit:
-        items = items[: args.limit]
-    if not items:
-        print(f"no labelled images in {args.folder}", file=sys.stderr)
-        return 2
-
+def evaluate(reader: PlateReader, items: list, with_720p: bool) -> dict:
+    """Accuracy and latency of ``reader`` on labelled ``items`` (see the module doc)."""
     n_plates = exact = within = det50 = det30 = fps = 0
     native_ms: list[float] = []
     stage_ms: dict[str, list[float]] = {}
     misses: list[str] = []
-    load_before = os.getloadavg()[0]
     for image_path, labels in items:
         img = cv2.imread(str(image_path))
         if img is None:
@@ -140,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_720: dict[str, list[float]] = {}
     cpu_720: list[float] = []  # CPU time: less sensitive to other load than wall time
     exact_720 = 0
-    if not args.no_720p:
+    if with_720p:
         for image_path, labels in items:
             img = cv2.imread(str(image_path))
             if img is None:
@@ -154,12 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 stage_720.setdefault(k, []).append(v)
             texts = {p.text for p in result_720.plates}
             exact_720 += sum(text in texts for _, text in labels)
-    load_after = os.getloadavg()[0]
-
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n_images = len(native_ms)
-    summary = {
-        "dataset": args.folder.name,
+    return {
         "images": n_images,
         "plates": n_plates,
         "exact": round(exact / n_plates, 4),
@@ -178,38 +167,183 @@ def main(argv: list[str] | None = None) -> int:
         "exact_720p": round(exact_720 / n_plates, 4) if ms_720 else None,
         "stage_ms_native": {k: round(statistics.fmean(v), 1) for k, v in stage_ms.items()},
         "stage_ms_720p": {k: round(statistics.fmean(v), 1) for k, v in stage_720.items()},
-        "peak_rss_mb": round(peak_rss_mb, 1),
+        "misses": misses,
+        # Raw counts, to pool several folders.
+        "_counts": {"plates": n_plates, "exact": exact, "within": within, "det50": det50,
+                    "det30": det30, "fps": fps, "images": n_images, "exact_720": exact_720,
+                    "native_ms": native_ms, "ms_720": ms_720, "cpu_720": cpu_720},
+    }
+
+
+def pooled(results: list[dict]) -> dict:
+    """Metrics over several folders' results, as if they were one set."""
+    c = [r["_counts"] for r in results]
+    plates = sum(x["plates"] for x in c)
+    images = sum(x["images"] for x in c)
+    native = [v for x in c for v in x["native_ms"]]
+    ms_720 = [v for x in c for v in x["ms_720"]]
+    cpu_720 = [v for x in c for v in x["cpu_720"]]
+    return {
+        "images": images, "plates": plates,
+        "exact": round(sum(x["exact"] for x in c) / plates, 4),
+        "within_one": round(sum(x["within"] for x in c) / plates, 4),
+        "det_recall_50": round(sum(x["det50"] for x in c) / plates, 4),
+        "det_recall_30": round(sum(x["det30"] for x in c) / plates, 4),
+        "fp_per_image": round(sum(x["fps"] for x in c) / images, 4),
+        "mean_ms_native": round(statistics.fmean(native), 1),
+        "p95_ms_native": round(pct(native, 95), 1),
+        "mean_ms_720p": round(statistics.fmean(ms_720), 1) if ms_720 else None,
+        "p95_ms_720p": round(pct(ms_720, 95), 1) if ms_720 else None,
+        "cpu_ms_720p": round(statistics.fmean(cpu_720), 1) if cpu_720 else None,
+        "exact_720p": (round(sum(x["exact_720"] for x in c) / plates, 4) if ms_720 else None),
+    }
+
+
+def parse_folder(spec: str, default_region: str | None) -> tuple[Path, str]:
+    """``DIR`` or ``DIR:REGION`` (a folder of one region's photos)."""
+    path, _, region = spec.rpartition(":") if ":" in spec and not Path(spec).exists() \
+        else (spec, "", "")
+    return Path(path), region or default_region or "auto"
+
+
+def run_variant(args: argparse.Namespace, settings: dict[str, object]) -> dict:
+    """Evaluate one reader configuration on every folder; the summary dict."""
+    folders = [parse_folder(f, args.region) for f in args.folder]
+    base: dict[str, object] = {"threads": args.threads, **settings}
+    if args.det_max_side and "det_max_side" not in settings:
+        base["det_max_side"] = args.det_max_side
+    results = []
+    per_dataset: dict[str, dict] = {}
+    load_s = 0.0
+    shared = None
+    for folder, region in folders:
+        config = DetectorConfig(**base, region=region)
+        reader = PlateReader(config, backend=shared)
+        if shared is None:
+            t_load = time.perf_counter()
+            reader.load()
+            load_s = time.perf_counter() - t_load
+            shared = reader.backend
+        reader.loaded = True
+        items = load_labels(folder)
+        if args.limit:
+            items = items[: args.limit]
+        if not items:
+            raise SystemExit(f"no labelled images in {folder}")
+        result = evaluate(reader, items, not args.no_720p)
+        results.append(result)
+        per_dataset[f"{folder.name}:{region}"] = {
+            k: result[k] for k in ("images", "plates", "exact", "within_one", "fp_per_image",
+                                   "det_recall_50", "exact_720p", "mean_ms_720p")}
+    summary = pooled(results)
+    summary.update({
+        "stage_ms_native": results[0]["stage_ms_native"],
+        "stage_ms_720p": results[0]["stage_ms_720p"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_s": round(load_s, 2),
+        "per_dataset": per_dataset,
+        "misses": [m for r in results for m in r["misses"]],
+    })
+    return summary
+
+
+def measure_baseline(argv: list[str]) -> dict | None:
+    """The baseline settings in a child process (its own models and peak RSS)."""
+    proc = subprocess.run([sys.executable, __file__, *argv, "--variant", "baseline"],
+                          capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        print(f"baseline run failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="+", help="labelled photo folder; DIR:REGION sets "
+                        "the region of that folder (else --region)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--det-max-side", type=int, default=None)
+    parser.add_argument("--region", default=None, help="plate region of folders without "
+                        ":REGION (auto, eu, us, br; default auto)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images")
+    parser.add_argument("--no-720p", action="store_true", help="skip the 1280x720 timing pass")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline run (the pre-v2 pipeline settings)")
+    parser.add_argument("--variant", choices=["current", "baseline"], default="current",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--errors", action="store_true", help="list every miss")
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw_argv)
+
+    if args.variant == "baseline":
+        summary = run_variant(args, BASELINE_SETTINGS)
+        summary.pop("misses")
+        print(json.dumps(summary))
+        return 0
+    load_before = os.getloadavg()[0]
+    summary = run_variant(args, {})
+    load_after = os.getloadavg()[0]
+    misses = summary.pop("misses")
+    baseline = None
+    if not args.no_baseline:
+        child = [a for a in raw_argv if a not in ("--errors",)]
+        baseline = measure_baseline(child)
+    summary.update({
         "threads": args.threads,
-        "det_max_side": config.det_max_side,
-        "region": config.region,
+        "det_max_side": args.det_max_side or DetectorConfig().det_max_side,
+        "region": ",".join(sorted({k.split(":")[1] for k in summary["per_dataset"]})),
         "cpu_count": os.cpu_count(),
         "loadavg_1m": [round(load_before, 2), round(load_after, 2)],
-    }
+    })
+    if baseline is not None:
+        summary["baseline"] = {k: baseline.get(k) for k in (
+            "exact", "within_one", "fp_per_image", "mean_ms_720p", "cpu_ms_720p",
+            "exact_720p", "peak_rss_mb", "per_dataset")}
     if args.errors:
         for line in misses:
             print("MISS", line)
+    print_table(summary, baseline)
+    print(json.dumps(summary))
+    return 0
+
+
+def print_table(summary: dict, baseline: dict | None) -> None:
+    def both(key: str, fmt: str = "{}") -> str:
+        value = summary.get(key)
+        mine = "-" if value is None else fmt.format(value)
+        if baseline is None:
+            return mine
+        old = baseline.get(key)
+        return f"{mine}   (baseline {'-' if old is None else fmt.format(old)})"
+
     rows = [
-        ("images / plates", f"{n_images} / {n_plates}"),
-        ("exact match", f"{summary['exact']:.1%}"),
-        ("within one character", f"{summary['within_one']:.1%}"),
-        ("detection recall IoU≥0.5", f"{summary['det_recall_50']:.1%}"),
-        ("detection recall IoU≥0.3", f"{summary['det_recall_30']:.1%}"),
-        ("false plates / image", f"{summary['fp_per_image']:.3f}"),
+        ("images / plates", f"{summary['images']} / {summary['plates']}"),
+        ("exact match", both("exact", "{:.1%}")),
+        ("within one character", both("within_one", "{:.1%}")),
+        ("detection recall IoU≥0.5", both("det_recall_50", "{:.1%}")),
+        ("detection recall IoU≥0.3", both("det_recall_30", "{:.1%}")),
+        ("false plates / image", both("fp_per_image", "{:.3f}")),
         ("ms native mean / p95", f"{summary['mean_ms_native']} / {summary['p95_ms_native']}"),
-        ("ms 1280x720 mean / p95", f"{summary['mean_ms_720p']} / {summary['p95_ms_720p']}"),
-        ("exact match on the 720p canvas", f"{summary['exact_720p']}"),
-        ("CPU ms per 720p frame (all threads)", f"{summary['cpu_ms_720p']}"),
+        ("ms 1280x720 mean", both("mean_ms_720p")),
+        ("ms 1280x720 p95", both("p95_ms_720p")),
+        ("exact match on the 720p canvas", both("exact_720p")),
+        ("CPU ms per 720p frame (all threads)", both("cpu_ms_720p")),
         ("stage split (native, ms)", json.dumps(summary["stage_ms_native"])),
         ("stage split (720p, ms)", json.dumps(summary["stage_ms_720p"])),
-        ("peak RSS MB", f"{summary['peak_rss_mb']}"),
-        ("load average (1 min) before/after", f"{load_before:.2f} / {load_after:.2f}"),
+        ("peak RSS MB", both("peak_rss_mb")),
+        ("load average (1 min) before/after",
+         f"{summary['loadavg_1m'][0]:.2f} / {summary['loadavg_1m'][1]:.2f}"),
     ]
+    for name, result in summary["per_dataset"].items():
+        old = (baseline or {}).get("per_dataset", {}).get(name, {})
+        rows.append((f"  {name}: exact / false per image",
+                     f"{result['exact']:.1%} / {result['fp_per_image']:.3f}"
+                     + (f"   (baseline {old['exact']:.1%} / {old['fp_per_image']:.3f})"
+                        if old else "")))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(json.dumps(summary))
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ because this machine is shared and noisy. The raw
 sqlite3 baselines do the same work as the spool (WAL, same ``synchronous``;
 store what every item carries: kind, event_id, creation time and the same 1 KB
 dict JSON-encoded; JSON-decode it on read; one commit per put / batch / take)
-with nothing else: one table, no indexes, no state, no bookkeeping.
+with nothing else: one table, no indexes, no state, no bookkeeping. The
+spool's lease hands out the stored JSON text (``SpoolItem.payload_json``, what
+the uplink sends) and decodes it only when ``payload`` is read, so its
+lease+ack side does no JSON decode while the raw side does: that is the
+saving the lazy payload brings to the uplink, and part of the ratio.
 
 The last line of output is one JSON object (ratios > 1 mean the spool is faster):
   put_ratio         raw single-put time / spool single-put time

@@ -143,12 +143,16 @@ class TimedUplink(Uplink):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.server_acked_at: dict[int, float] = {}
+        commit = self._ops.ack
 
-    def _queue_acks(self, ids: list[int]) -> None:
-        now = time.perf_counter()
-        for i in ids:
-            self.server_acked_at[i] = now
-        super()._queue_acks(ids)
+        def timed_ack(ids: list[int]) -> None:
+            # The moment the server's ack is handled, before the spool commit.
+            now = time.perf_counter()
+            for i in ids:
+                self.server_acked_at[i] = now
+            commit(ids)
+
+        self._ops.ack = timed_ack  # type: ignore[method-assign]
 
 
 class UplinkThread:

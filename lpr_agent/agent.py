@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -36,11 +35,14 @@ from lpr_agent import __version__
 from lpr_agent.config import EX_CONFIG, AgentConfig, ConfigError, load_config
 from lpr_agent.health import HealthReporter
 from lpr_agent.logs import setup_logging
-from lpr_agent.systemd import Notifier, WatchdogGate, watchdog_interval
+from lpr_agent.status import STATUS_FILE, DaemonStatus, status_line, write_status
+from lpr_agent.systemd import Notifier, WatchdogGate, extended_start, watchdog_interval
 
 if TYPE_CHECKING:  # the stages import OpenCV/ONNX/Socket.IO: load them only when started
     from lpr_agent.detect import DetectionPipeline
     from lpr_agent.detect.pipeline import PipelineStats
+    from lpr_agent.metrics.collector import AgentMetrics
+    from lpr_agent.metrics.server import MetricsServer
     from lpr_agent.protocol import DetectionResult
     from lpr_agent.spool import Spool
     from lpr_agent.uplink import Uplink
@@ -48,17 +50,9 @@ if TYPE_CHECKING:  # the stages import OpenCV/ONNX/Socket.IO: load them only whe
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-STATUS_FILE = "status.json"
 EXIT_OK = 0
 EXIT_FAILURE = 1  # systemd Restart=on-failure restarts us
 FREEZE_ENV = "LPR_AGENT_TEST_FREEZE_FILE"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Readers (``lpr-agent status``) never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class StageCrashed(RuntimeError):
@@ -90,6 +84,8 @@ class Agent:
         self.reload_event: asyncio.Event | None = None
         self.stop_reason = ""
         self.stuck: list[str] = []
+        self.metrics: AgentMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
         freeze = os.environ.get(FREEZE_ENV)
         self.freeze_file = Path(freeze) if freeze else None
 
@@ -157,6 +153,7 @@ class Agent:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.notifier.status("opening spool")
         self.spool = await asyncio.to_thread(Spool.open, self.config.spool)
+        self._start_metrics()
         self.write_status()
         await self._start_pipeline()
         self._start_uplink()
@@ -189,25 +186,11 @@ class Agent:
         log.info("capture started", extra={"source": config.source.url})
 
     async def _load_with_extended_timeout(self, load: Callable[[], None]) -> None:
-        """Run the slow model load in a thread; keep systemd from timing out the start
-        (and the watchdog from firing) while it makes progress, up to the limit."""
         limit = self.config.daemon.model_load_timeout_s
-        step = 10.0
-        t0 = time.monotonic()
-        task = asyncio.ensure_future(asyncio.to_thread(load))
-        while True:
-            self.notifier.extend_timeout(min(step * 3, limit))
-            self.notifier.watchdog()
-            done, _ = await asyncio.wait({task}, timeout=step)
-            if done:
-                task.result()
-                log.info("detector model loaded",
-                         extra={"seconds": round(time.monotonic() - t0, 1)})
-                return
-            if time.monotonic() - t0 > limit:
-                raise StageCrashed(f"detector model did not load within {limit:g}s")
-            log.info("still loading detector model",
-                     extra={"seconds": round(time.monotonic() - t0)})
+        try:
+            await extended_start(self.notifier, load, limit, "detector model")
+        except TimeoutError:
+            raise StageCrashed(f"detector model did not load within {limit:g}s") from None
 
     def _pipeline_main(self, pipeline: DetectionPipeline, stop: threading.Event) -> None:
         try:
@@ -229,6 +212,8 @@ class Agent:
                 time.sleep(0.1)
         payload = result.wire()
         self.spool.put(Kind.DETECTION, payload)
+        if self.metrics is not None:
+            self.metrics.observe_detection(result.processing_time_ms / 1000)
         # After put returned the reading is durable; this line is the ground
         # truth the crash tests compare the server against.
         log.debug("spooled detection",
@@ -239,7 +224,12 @@ class Agent:
     def _start_uplink(self) -> None:
         from lpr_agent.uplink import Uplink
 
-        uplink = Uplink(self.config.uplink, self.config.camera, self.spool)
+        spool: Any = self.spool
+        if self.metrics is not None:
+            from lpr_agent.metrics.spooltap import DeliveryTap
+
+            spool = DeliveryTap(self.spool, self.metrics.delivered)
+        uplink = Uplink(self.config.uplink, self.config.camera, spool)
         stop = asyncio.Event()
         self.uplink, self.uplink_stop = uplink, stop
         self.uplink_task = asyncio.create_task(uplink.run(stop), name="uplink")
@@ -256,7 +246,14 @@ class Agent:
         from lpr_agent.spool import Kind
 
         def put(payloads: list[dict[str, Any]]) -> None:
-            self.spool.put_many([(Kind.HEALTH, p) for p in payloads])
+            try:
+                self.spool.put_many([(Kind.HEALTH, p) for p in payloads])
+            except Exception:
+                if self.metrics is not None:
+                    self.metrics.spool_failed(Kind.HEALTH, len(payloads))
+                raise
+            if self.metrics is not None:
+                self.metrics.spooled(Kind.HEALTH, len(payloads))
 
         self.health = HealthReporter(
             self.config.health,
@@ -265,6 +262,7 @@ class Agent:
             pipeline_stats=self._pipeline_stats,
             spool_stats=lambda: self.spool.stats() if self.spool is not None else None,
             uplink_stats=lambda: self.uplink.stats() if self.uplink is not None else None,
+            max_fps=lambda: self.config.source.max_fps,
             put=put,
         )
         self.health_stop = asyncio.Event()
@@ -314,10 +312,10 @@ class Agent:
 
     def tick(self) -> None:
         """Refresh status.json and the systemd STATUS= line."""
-        line = self.status_line()
-        self.notifier.status(line)
+        snapshot = self.status_snapshot()
+        self.notifier.status(snapshot.status_line)
         try:
-            self.write_status()
+            write_status(self.config.state_dir / STATUS_FILE, snapshot)
         except OSError as exc:
             log.warning("cannot write status file", extra={"error": exc})
 
@@ -344,23 +342,7 @@ class Agent:
                 self.notifier.watchdog()
 
     def status_line(self) -> str:
-        p = self._safe(self._pipeline_stats)
-        s = self._safe(lambda: self.spool.stats() if self.spool else None)
-        u = self._safe(lambda: self.uplink.stats() if self.uplink else None)
-        parts = [self.state]
-        parts.append(f"fps={p.fps:.1f}" if p is not None else "fps=-")
-        parts.append(f"spool={s.items}" if s is not None else "spool=-")
-        if u is None:
-            parts.append("link=-")
-        else:
-            parts.append(f"link={u.channel}" + ("" if u.connected else "(down)"))
-        last_ack = u.last_ack_at if u is not None else None
-        parts.append(
-            f"last_ack={time.time() - last_ack:.0f}s ago" if last_ack else "last_ack=never"
-        )
-        if self.stuck:
-            parts.append(f"STUCK={','.join(self.stuck)}")
-        return " ".join(parts)
+        return self.status_snapshot().status_line
 
     @staticmethod
     def _safe(fn: Callable[[], _T | None]) -> _T | None:
@@ -370,31 +352,48 @@ class Agent:
         except Exception:
             return None
 
-    def status_snapshot(self) -> dict[str, Any]:
+    def status_snapshot(self) -> DaemonStatus:
         p = self._safe(self._pipeline_stats)
         s = self._safe(lambda: self.spool.stats() if self.spool else None)
         u = self._safe(lambda: self.uplink.stats() if self.uplink else None)
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "state": self.state,
-            "started_at": self.started_at,
-            "updated_at": time.time(),
-            "config": str(self.config_path) if self.config_path else None,
-            "camera_id": self.config.camera.camera_id,
-            "checkpoint_id": self.config.camera.checkpoint_id,
-            "status_line": self.status_line(),
-            "stuck": self.stuck,
-            "pipeline": p.as_dict() if p is not None else {},
-            "pipeline_ended": self.pipeline_ended,
-            "spool": s.as_dict() if s is not None else {},
-            "uplink": u.as_dict() if u is not None else {},
-            "health": self.health.last if self.health else [],
-            "health_at": self.health.last_at if self.health else None,
-        }
+        line = status_line(self.state, p, s, u, self.stuck)
+        return DaemonStatus(
+            version=__version__, pid=os.getpid(), state=self.state,
+            started_at=self.started_at, updated_at=time.time(),
+            status_interval_s=self.config.daemon.status_interval_s,
+            config=str(self.config_path) if self.config_path else None,
+            camera_id=self.config.camera.camera_id,
+            checkpoint_id=self.config.camera.checkpoint_id,
+            status_line=line, stuck=self.stuck,
+            metrics_url=self.metrics_server.url if self.metrics_server else None,
+            pipeline=p.as_dict() if p is not None else {}, pipeline_ended=self.pipeline_ended,
+            spool=s.as_dict() if s is not None else {},
+            uplink=u.as_dict() if u is not None else {},
+            health=self.health.last if self.health else [],
+            health_at=self.health.last_at if self.health else None,
+        )
 
     def write_status(self) -> None:
-        write_json_atomic(self.config.state_dir / STATUS_FILE, self.status_snapshot())
+        write_status(self.config.state_dir / STATUS_FILE, self.status_snapshot())
+
+    def _start_metrics(self) -> None:
+        """Metrics of this Agent, and the Prometheus endpoint if ``[metrics] listen``."""
+        from lpr_agent.metrics.collector import AgentMetrics, Sources
+        from lpr_agent.metrics.server import MetricsServer
+
+        self.metrics = AgentMetrics(Sources(
+            pipeline=self._pipeline_stats,
+            spool=lambda: self.spool.stats() if self.spool else None,
+            uplink=lambda: self.uplink.stats() if self.uplink else None,
+            health=lambda: self.health.last if self.health else [],
+            max_fps=lambda: self.config.source.max_fps,
+            info=lambda: {"version": __version__, "camera_id": self.config.camera.camera_id,
+                          "checkpoint_id": self.config.camera.checkpoint_id},
+            started_at=self.started_at,
+        ))
+        if self.config.metrics.listen:
+            self.metrics_server = MetricsServer.serve(self.config.metrics.listen,
+                                                      self.metrics.registry)
 
     # --- reload ----------------------------------------------------------------------
 
@@ -481,6 +480,9 @@ class Agent:
         # The uplink gets the rest of the budget to finish what is in flight.
         await self._stop_uplink(max(1.0, budget - (time.monotonic() - t0)))
         self.state = "stopped"
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
+            self.metrics_server = None
         if self.spool is not None:
             with contextlib.suppress(OSError):
                 self.write_status()
@@ -491,15 +493,3 @@ class Agent:
                 self.exit_code = EXIT_FAILURE
             self.spool = None
 
-
-def run_agent(config_path: Path | None) -> int:
-    """``lpr-agent run``: load the config (exit 78 if bad), run until signalled."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        setup_logging()
-        for line in str(exc).splitlines():
-            log.critical("bad configuration: %s", line)
-        return exc.exit_code
-    setup_logging(config.logging)
-    return Agent(config, config_path).run()

@@ -23,38 +23,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lpr_agent.detect.config import DetectorConfig, SourceConfig
+from lpr_agent.health import HealthConfig
+from lpr_agent.identity import CameraIdentity
+from lpr_agent.logs import LoggingConfig
+from lpr_agent.metrics.config import MetricsConfig
+from lpr_agent.spool.config import SpoolConfig
+from lpr_agent.uplink.config import UplinkConfig
+
+__all__ = ["EX_CONFIG", "AgentConfig", "CameraIdentity", "ConfigError", "load_config"]
+
 DEFAULT_CONFIG_PATH = Path("/etc/lpr-agent/agent.toml")
 EX_CONFIG = 78  # sysexits EX_CONFIG; the unit file's RestartPreventExitStatus
 ENV_PREFIX = "LPR_AGENT_"
 # Not settings: test hooks and the variables the CLI itself reads.
 _ENV_NOT_SETTINGS = ("LPR_AGENT_TEST_", "LPR_AGENT_CONFIG")
-
-
-# CameraIdentity is defined before the stage configs are imported: importing
-# ``lpr_agent.uplink.config`` runs ``lpr_agent/uplink/__init__.py``, whose
-# modules import CameraIdentity from this (then half-initialised) module.
-class CameraIdentity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    camera_id: str = Field(
-        default="camera_001",
-        min_length=1,
-        max_length=128,
-        description="this camera's id on the server (camera_id in every message)",
-    )
-    checkpoint_id: str = Field(
-        default="checkpoint_001",
-        min_length=1,
-        max_length=128,
-        description="the checkpoint (site) this camera belongs to",
-    )
-
-
-from lpr_agent.detect.config import DetectorConfig, SourceConfig  # noqa: E402
-from lpr_agent.health import HealthConfig  # noqa: E402
-from lpr_agent.logs import LoggingConfig  # noqa: E402
-from lpr_agent.spool.config import SpoolConfig  # noqa: E402
-from lpr_agent.uplink.config import UplinkConfig  # noqa: E402
 
 
 class DaemonConfig(BaseModel):
@@ -106,6 +89,7 @@ class AgentConfig(BaseModel):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -25,6 +26,8 @@ from pydantic import (
 )
 
 __all__ = [
+    "REST_PATHS",
+    "SOCKETIO_EVENTS",
     "ApiError",
     "CameraRegistration",
     "CameraRegistrationReply",
@@ -35,6 +38,7 @@ __all__ = [
     "HealthReply",
     "HealthStatus",
     "HealthUpdate",
+    "Kind",
     "NewDetection",
     "Ping",
     "PlateDetection",
@@ -52,6 +56,27 @@ MAX_ID_LEN = 128
 # count would make a server's insert fail instead of being rejected cleanly).
 MAX_COUNT = 1_000_000
 HealthState = Literal["healthy", "warning", "error"]
+
+
+class Kind(StrEnum):
+    """The kinds of message a camera sends: one spelling for spool, uplink and stub."""
+
+    DETECTION = "detection"
+    HEALTH = "health"
+    REGISTRATION = "registration"
+
+
+# Where each kind goes (protocol.md): the Socket.IO event and the REST endpoint.
+SOCKETIO_EVENTS: dict[Kind, str] = {
+    Kind.DETECTION: "lpr_data",
+    Kind.HEALTH: "health_status",
+    Kind.REGISTRATION: "camera_register",
+}
+REST_PATHS: dict[Kind, str] = {
+    Kind.DETECTION: "/api/detection",
+    Kind.HEALTH: "/api/health",
+    Kind.REGISTRATION: "/api/cameras/register",
+}
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -110,6 +135,9 @@ Base64Image = Annotated[str, AfterValidator(_check_base64_image)]
 EventId = Annotated[str, AfterValidator(_check_uuid)]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+# The camera's per-kind sequence number (extension): strict, so "5" or 5.0 is
+# an error rather than a silent coercion; 2**53 keeps it exact in JavaScript.
+Seq = Annotated[int, Field(ge=1, le=2**53, strict=True)]
 
 
 class _Message(BaseModel):
@@ -166,6 +194,7 @@ class CameraRegistration(_Message):
 class DetectionResult(_CameraMessage):
     type: Literal["detection_result"] = "detection_result"
     event_id: EventId | None = None
+    seq: Seq | None = None
     vehicles_count: Count = 0
     plates_count: Count = 0
     ocr_results: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list)
@@ -179,6 +208,7 @@ class DetectionResult(_CameraMessage):
 class HealthStatus(_CameraMessage):
     type: Literal["health_check"] = "health_check"
     event_id: EventId | None = None
+    seq: Seq | None = None
     component: Identifier
     status: HealthState
     message: str = Field(default="", max_length=1024)

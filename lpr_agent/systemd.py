@@ -9,6 +9,7 @@ OpenALPR failure mode this project exists to avoid.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -57,6 +58,27 @@ class Notifier:
     def extend_timeout(self, seconds: float) -> None:
         """Ask for ``seconds`` more start/stop time from now (slow model load)."""
         self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+
+async def extended_start(
+    notifier: Notifier, work: Callable[[], None], limit: float, what: str, step: float = 10.0
+) -> None:
+    """Run slow start-up ``work`` (a model load) in a thread, asking systemd for more
+    start time (and pinging the watchdog) while it runs, up to ``limit`` seconds;
+    raises TimeoutError beyond that."""
+    t0 = time.monotonic()
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    while True:
+        notifier.extend_timeout(min(step * 3, limit))
+        notifier.watchdog()
+        done, _ = await asyncio.wait({task}, timeout=step)
+        if done:
+            task.result()
+            log.info("%s loaded", what, extra={"seconds": round(time.monotonic() - t0, 1)})
+            return
+        if time.monotonic() - t0 > limit:
+            raise TimeoutError(f"{what} did not load within {limit:g}s")
+        log.info("still loading %s", what, extra={"seconds": round(time.monotonic() - t0)})
 
 
 def watchdog_interval() -> float | None:

@@ -15,6 +15,8 @@ from aiohttp.log import access_logger
 
 from server_stub.app import create_app
 from server_stub.config import DEFAULT_BODY_LIMIT, DEFAULT_PORT, StubConfig
+from server_stub.security import is_loopback
+from server_stub.workers import WORKER_FLAG, supervise
 
 log = logging.getLogger("server_stub")
 
@@ -37,12 +39,58 @@ def parse_args(argv: list[str] | None = None) -> StubConfig:
         default=os.environ.get("LPR_STUB_TOKEN") or None,
         help="shared secret required from clients (default: $LPR_STUB_TOKEN)",
     )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept browsers on this web origin, e.g. http://dash.lab:8080 (repeatable; "
+        "default: the stub's own origin only)",
+    )
+    parser.add_argument(
+        "--allow-remote-faults",
+        action="store_true",
+        help="allow --faults on a non-loopback --host (anyone reaching the port could then "
+        "break the stub)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
+    )
+    parser.add_argument(
+        "--redis", metavar="URL", help="Redis for sharing broadcasts between workers"
+    )
+    parser.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, help="bytes")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--access-log", action="store_true", help="log every HTTP request (off: it is costly)"
     )
     args = parser.parse_args(argv)
+    if args.faults and not is_loopback(args.host) and not args.allow_remote_faults:
+        # parser.error exits with status 2 (usage error).
+        parser.error(
+            f"--faults on --host {args.host} would let anyone who reaches the port inject "
+            "failures; use a loopback host (127.0.0.1) or add --allow-remote-faults"
+        )
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1:
+        for given, why in (
+            (not args.redis, "needs --redis URL (the workers share broadcasts through it)"),
+            (args.port == 0, "needs a fixed --port (each worker would get its own)"),
+            (args.legacy, "cannot be --legacy (the deployed server is one process)"),
+            (args.faults, "cannot have --faults (each worker would have its own settings)"),
+        ):
+            if given:
+                parser.error(f"--workers {args.workers} {why}")
+    for origin in args.cors_origin:
+        if not origin.startswith(("http://", "https://")) or origin.rstrip("/") != origin:
+            parser.error(
+                f"--cors-origin {origin!r}: give scheme://host[:port], e.g. http://dash.lab:8080"
+            )
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -54,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> StubConfig:
         legacy=args.legacy,
         faults=args.faults,
         token=args.token,
+        cors_origins=args.cors_origin,
+        allow_remote_faults=args.allow_remote_faults,
+        workers=args.workers,
+        redis_url=args.redis,
+        reuse_port=args.worker,
         body_limit=args.body_limit,
         access_log=args.access_log,
     )
@@ -72,14 +125,15 @@ async def serve(config: StubConfig) -> None:
         shutdown_timeout=3.0,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=config.reuse_port or None)
     await site.start()
     sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
     port = sockets[0].getsockname()[1] if sockets else config.port
     mode = "legacy" if config.legacy else "default"
     log.info(
-        "LPR server stub (%s mode%s%s) on http://%s:%d/ — dashboard at that URL, db %s",
+        "LPR server stub (%s mode%s%s%s) on http://%s:%d/ — dashboard at that URL, db %s",
         mode,
+        f", worker pid {os.getpid()}" if config.reuse_port else "",
         ", faults" if config.faults else "",
         ", token auth" if config.token else "",
         config.host,
@@ -98,7 +152,10 @@ async def serve(config: StubConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     config = parse_args(argv)
+    if config.workers > 1 and not config.reuse_port:
+        return supervise(argv, config.workers)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

@@ -26,8 +26,32 @@ class StubConfig(BaseModel):
     )
     token: str | None = Field(
         default=None,
-        description="Shared secret; when set, Socket.IO needs auth={'token': T} and REST "
-        "needs 'Authorization: Bearer T'.",
+        description="Shared secret; when set, Socket.IO needs auth={'token': T}, REST and "
+        "/admin need 'Authorization: Bearer T' (image URLs and the dashboard page also "
+        "accept ?token=T).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host[:port]) allowed besides the stub's own, for "
+        "Socket.IO and the REST API. Empty: same origin only.",
+    )
+    allow_remote_faults: bool = Field(
+        default=False,
+        description="Allow --faults on an address other than loopback (anyone who can reach "
+        "the port could then make the stub fail).",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes sharing the port (workers.py)."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL through which worker processes share Socket.IO broadcasts "
+        "(python-socketio's AsyncRedisManager); set for --workers > 1.",
+    )
+    reuse_port: bool = Field(
+        default=False,
+        description="Listen with SO_REUSEPORT, so that several worker processes share the "
+        "port (the kernel spreads connections over them).",
     )
     body_limit: int = Field(
         default=DEFAULT_BODY_LIMIT, gt=0, description="Largest accepted request body, bytes."

@@ -37,14 +37,14 @@ def test_file_values_and_env_override_with_types(tmp_path: Path) -> None:
     f = tmp_path / "agent.toml"
     f.write_text(
         '[camera]\ncamera_id = "gate_7"\n[uplink]\nserver_url = "http://a:1"\n'
-        '[health]\ninterval_s = 5\n[health.cpu_percent]\nwarning = 50\n'
+        '[health]\ninterval_s = 5\n[health.memory_percent]\nwarning = 50\n'
     )
     config = load_config(
         f,
         environ={
             "LPR_AGENT_UPLINK__SERVER_URL": "http://b:2",
             "LPR_AGENT_HEALTH__ENABLED": "false",
-            "LPR_AGENT_HEALTH__CPU_PERCENT__ERROR": "60",
+            "LPR_AGENT_HEALTH__MEMORY_PERCENT__ERROR": "60",
             "LPR_AGENT_LOGGING__LEVEL": "DEBUG",
             "LPR_AGENT_TEST_FREEZE_FILE": "/x",  # a test hook, not a setting
             "LPR_AGENT_CONFIG": "/y",
@@ -55,8 +55,8 @@ def test_file_values_and_env_override_with_types(tmp_path: Path) -> None:
     assert config.uplink.server_url == "http://b:2"  # environment wins over the file
     assert config.health.interval_s == 5.0
     assert config.health.enabled is False  # "false" coerced to bool
-    assert (config.health.cpu_percent.warning, config.health.cpu_percent.error) == (50, 60)
-    assert config.health.memory_percent.warning == 85  # untouched default
+    assert (config.health.memory_percent.warning, config.health.memory_percent.error) == (50, 60)
+    assert config.health.disk_percent.warning == 85  # untouched default
     assert config.logging.level == "DEBUG"
 
 
@@ -71,7 +71,7 @@ def test_env_override_of_a_path() -> None:
         ("[uplink]\nserver_ur = 'x'\n", r"agent\.toml: key uplink\.server_ur: unknown key"),
         ("[camera]\ncamera_id = ''\n", r"agent\.toml: key camera\.camera_id: .*at least 1"),
         ("[health]\ninterval_s = 'often'\n", r"key health\.interval_s: .*valid number.*'often'"),
-        ("[health.cpu_percent]\nwarning = 99\n", r"key health\.cpu_percent: .*must be >="),
+        ("[health.memory_percent]\nwarning = 99\n", r"key health\.memory_percent: .*must be >="),
         ("[bogus]\n", r"key bogus: unknown key"),
         ("[camera\n", r"agent\.toml: not valid TOML"),
         ("[logging]\nlevel = 'LOUD'\n", r"key logging\.level: Input should be 'DEBUG'"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,10 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+    except BrokenPipeError:
+        # `lpr-agent status | head -1`: the reader is gone; stop quietly. Point
+        # stdout at /dev/null so that the final flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_SIGPIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -41,3 +41,11 @@ def config_or_exit(args: argparse.Namespace) -> AgentConfig:
     except ConfigError as exc:
         print(f"lpr-agent: bad configuration: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+
+
+def examples(*lines: str) -> dict[str, object]:
+    """``add_parser`` keywords for an "examples:" block at the end of ``--help``."""
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }

@@ -7,15 +7,20 @@ import asyncio
 import json
 from pathlib import Path
 
-from lpr_agent.cli._common import add_config_argument, config_from_args
+from lpr_agent.cli._common import add_config_argument, config_from_args, examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check",
         help="check the connection to the LPR server (Socket.IO, REST, ack style, auth)",
-        description="Socket.IO connect + camera_register + ping/pong, REST GET /api/test; "
-        "prints a one-screen verdict. Exit 0: all good, 1: degraded, 2: unusable.",
+        description="REST GET /api/test, Socket.IO connect + ping/pong; prints a one-screen "
+        "verdict. Changes nothing on the server: the camera is registered (camera_register, "
+        "which makes it appear on the server's dashboard, and tells the ack style) only with "
+        "--register. Exit 0: all good, 1: degraded, 2: unusable.",
+        **examples("lpr-agent check",
+                   "lpr-agent check --server http://lpr:8765 --token SECRET",
+                   "lpr-agent check --server https://lpr.example --register --json"),
     )
     add_config_argument(parser)
     parser.add_argument("--server", metavar="URL", help="server URL (default: [uplink] "
@@ -26,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="do not verify the TLS certificate (lab use only)")
     parser.add_argument("--timeout", type=float, help="seconds per step (default: config)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--register", action="store_true",
+                        help="also register this camera (camera_register) to learn the ack "
+                        "style; the camera then shows up on the server")
     parser.set_defaults(func=run)
 
 
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         changes.update(ack_timeout_s=args.timeout, connect_timeout_s=args.timeout,
                        rest_timeout_s=args.timeout)
     uplink_config = config.uplink.model_validate({**config.uplink.model_dump(), **changes})
-    report = asyncio.run(check_server(uplink_config, config.camera))
+    report = asyncio.run(check_server(uplink_config, config.camera, register=args.register))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
         return report.exit_code

@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lpr_agent.cli._common import examples
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the server stub and an agent on the built-in synthetic camera",
         description="Start the LPR server stub with its live dashboard and an agent reading "
         "the synthetic camera; print a live summary until Ctrl-C (or --duration).",
+        **examples("lpr-agent demo", "lpr-agent demo --port 8800 --duration 60",
+                   "lpr-agent demo --source rtsp://10.0.0.7:554/stream1"),
     )
     parser.add_argument("--host", default="127.0.0.1", help="stub address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="stub port (default 8765)")

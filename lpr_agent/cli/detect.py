@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lpr_agent.cli._common import add_config_argument, config_or_exit
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from lpr_agent.cli._common import add_config_argument, config_or_exit, examples
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +18,8 @@ def register(subparsers: Any) -> None:
         help="read plates on images, image folders or video files",
         description="Run the plate pipeline on images (one result per image, every plate on "
         "it) or videos (tracked: one result per vehicle) and print the plates.",
+        **examples("lpr-agent detect photo.jpg", "lpr-agent detect photos/ --json > plates.jsonl",
+                   "lpr-agent detect video.mp4 --annotate out/ --region eu"),
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="image, folder of images, or video file")
@@ -29,8 +29,9 @@ def register(subparsers: Any) -> None:
                         help="with --json: include the base64 annotated image and crops")
     parser.add_argument("--annotate", type=Path, metavar="OUT",
                         help="write annotated JPEGs: a file for a single image, else a folder")
-    parser.add_argument("--region", choices=["auto", "eu", "us", "br"],
-                        help="plate region (overrides the config)")
+    parser.add_argument("--region", metavar="NAME",
+                        help="plate region: auto, eu, us, br or one of the config's "
+                        "[detector.regions] (overrides the config)")
     parser.add_argument("--threads", type=int, help="inference threads (overrides the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_config_argument(parser)
@@ -61,23 +62,12 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _expand(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            files.append(path)
-    return files
-
-
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from lpr_agent.detect.output import annotate_many, build_frame_result
-    from lpr_agent.detect.pipeline import DetectionPipeline
+    from lpr_agent.detect.files import VideoRun, detect_images, expand_paths, is_image
+    from lpr_agent.detect.output import annotate_many
     from lpr_agent.detect.reader import PlateReader
-    from lpr_agent.detect.sources import CaptureSource, Frame
 
     config = config_or_exit(args)
     overrides: dict[str, Any] = {}
@@ -85,10 +75,16 @@ def run(args: argparse.Namespace) -> int:
         overrides["region"] = args.region
     if args.threads:
         overrides["threads"] = args.threads
-    detector = config.detector.model_copy(update=overrides)
+    try:
+        # Validated, so an unknown region is reported instead of ignored.
+        detector = type(config.detector).model_validate(
+            {**config.detector.model_dump(), **overrides})
+    except ValueError as exc:
+        print(f"lpr-agent detect: {exc}", file=sys.stderr)
+        return 2
     camera = config.camera
 
-    files = _expand(args.paths)
+    files = expand_paths(args.paths)
     missing = [p for p in files if not p.exists()]
     if missing:
         print(f"lpr-agent detect: no such file: {missing[0]}", file=sys.stderr)
@@ -96,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     reader = PlateReader(detector)
     reader.load()
     show_progress = not args.no_progress and sys.stderr.isatty()
-    single_image = len(files) == 1 and files[0].suffix.lower() in IMAGE_SUFFIXES
+    single_image = len(files) == 1 and is_image(files[0])
     if args.annotate and not single_image:
         args.annotate.mkdir(parents=True, exist_ok=True)
 
@@ -112,65 +108,48 @@ def run(args: argparse.Namespace) -> int:
             plates = ", ".join(f"{p.text} ({p.confidence:.2f})" for p in result.plate_detections)
             print(f"{name}: {plates or '-'}  [{result.processing_time_ms:.0f} ms]", flush=True)
 
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    videos = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    images = [p for p in files if is_image(p)]
+    videos = [p for p in files if not is_image(p)]
     progress = Progress(len(images), show_progress and len(images) > 5)
     status = 0
-    for path in images:
-        image = cv2.imread(str(path))
-        progress.step(path.name)
-        if image is None:
-            print(f"lpr-agent detect: cannot read image {path}", file=sys.stderr)
+    for item in detect_images(images, reader, detector, camera, with_images=args.images):
+        progress.step(item.path.name)
+        if item.result is None or item.image is None:
+            print(f"lpr-agent detect: {item.error}", file=sys.stderr)
             status = 1
             continue
-        reads = reader.read(image)
-        plates = [(p.plate_box, p.text, p.confidence) for p in reads.plates]
-        result = build_frame_result(image, plates, reads.total_ms, detector, camera.camera_id,
-                                    camera.checkpoint_id, with_images=args.images)
-        emit(path.name, result)
+        emit(item.path.name, item.result)
         if args.annotate:
-            out = args.annotate if single_image else args.annotate / f"{path.stem}.jpg"
-            cv2.imwrite(str(out), annotate_many(image, [(b, t) for b, t, _ in plates]))
+            out = args.annotate if single_image else args.annotate / f"{item.path.stem}.jpg"
+            cv2.imwrite(str(out), annotate_many(item.image, [(b, t) for b, t, _ in item.plates]))
     progress.close()
 
     for path in videos:
-        cap = cv2.VideoCapture(str(path))
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-        fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0
-        cap.release()
-        results: list[Any] = []
-        pipeline = DetectionPipeline(config.source, detector, camera, results.append,
-                                     reader=reader)
-        source = CaptureSource(str(path), config.source, live=False)
         try:
-            source.open()
+            video = VideoRun(path, reader, config.source, detector, camera)
         except Exception as exc:  # report and go on with the next input
             print(f"lpr-agent detect: cannot open video {path}: {exc}", file=sys.stderr)
             status = 1
             continue
-        video_progress = Progress(total, show_progress)
-        step = 1.0 / fps if fps and fps > 0 else 0.04
-        t0 = time.monotonic()
-        while (frame := source.read()) is not None:
-            # Video time, not wall time: tracking timeouts follow the footage.
-            frame = Frame(frame.image, frame.index, frame.wall_time, t0 + frame.index * step)
-            before = len(results)
-            pipeline.process_frame(frame)
-            video_progress.step()
-            for result in results[before:]:
-                emit(f"{path.name}#{frame.index}", result)
-        source.close()
-        before = len(results)
-        pipeline.flush()
-        video_progress.close()
-        for result in results[before:]:
-            emit(path.name, result)
+        video_progress = Progress(video.total_frames, show_progress)
+        for step in video:
+            if step.frame_index is None:
+                video_progress.close()
+                label = path.name
+            else:
+                video_progress.step()
+                label = f"{path.name}#{step.frame_index}"
+            for result in step.results:
+                emit(label, result)
         if args.annotate:
-            for k, result in enumerate(results):
-                if result.annotated_image:
-                    import base64
-
-                    (args.annotate / f"{path.stem}_{k + 1}.jpg").write_bytes(
-                        base64.b64decode(result.annotated_image))
-
+            _write_video_annotations(args.annotate, path, video.results)
     return status
+
+
+def _write_video_annotations(folder: Path, video: Path, results: list[Any]) -> None:
+    import base64
+
+    for k, result in enumerate(results):
+        if result.annotated_image:
+            (folder / f"{video.stem}_{k + 1}.jpg").write_bytes(
+                base64.b64decode(result.annotated_image))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-from lpr_agent.cli._common import add_config_argument, config_path_from_args
+from lpr_agent.cli._common import add_config_argument, config_path_from_args, examples
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,12 +18,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the config (a bad new config is logged and ignored). Speaks sd_notify (READY, "
         "WATCHDOG, STATUS, STOPPING) when started by systemd. Exit status 78 on a bad config, "
         "1 when a stage fails (systemd restarts the agent), 0 after a clean stop.",
+        **examples("lpr-agent run --config /etc/lpr-agent/agent.toml",
+                   "LPR_AGENT_LOGGING__LEVEL=DEBUG lpr-agent run -c agent.toml"),
     )
     add_config_argument(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from lpr_agent.agent import run_agent  # heavy imports only when running
+def run(args: argparse.Namespace) -> int:
+    """Load the config (exit 78 if bad), run until signalled."""
+    from lpr_agent.agent import Agent  # heavy imports only when running
+    from lpr_agent.config import ConfigError, load_config
+    from lpr_agent.logs import setup_logging
 
-    return run_agent(config_path_from_args(args))
+    path = config_path_from_args(args)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        setup_logging()
+        for line in str(exc).splitlines():
+            log.critical("bad configuration: %s", line)
+        return exc.exit_code
+    setup_logging(config.logging)
+    return Agent(config, path).run()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lpr_agent.cli._common import add_config_argument, config_from_args
+from lpr_agent.cli._common import add_config_argument, config_from_args, examples
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -26,8 +26,12 @@ EXIT_CORRUPT = 3
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "spool",
-        help="inspect the local spool: stats, list, show, requeue or purge dead letters",
+        help="inspect the local spool: stats, list, show, requeue or purge dead letters, "
+        "acknowledge a salvage",
         description=__doc__.split("\n\n")[0],
+        **examples("lpr-agent spool stats --json", "lpr-agent spool list --dead --limit 20",
+                   "lpr-agent spool show 1234", "lpr-agent spool requeue-dead",
+                   "lpr-agent spool purge --dead --yes 1234 1235"),
     )
     _add_location(parser, top=True)
     sub = parser.add_subparsers(dest="spool_verb", metavar="ACTION", required=True)
@@ -55,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_location(p)
     p.add_argument("ids", type=int, nargs="*", help="only these (default: all)")
     p.set_defaults(func=cmd_requeue)
+
+    p = sub.add_parser("ack-salvage",
+                       help="acknowledge the salvage of a corrupt spool file (health stops "
+                       "reporting it)")
+    _add_location(p)
+    p.set_defaults(func=cmd_ack_salvage)
 
     p = sub.add_parser("purge", help="delete dead letters for good")
     _add_location(p)
@@ -135,6 +145,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print("drops        " + ", ".join(f"{k} {v}" for k, v in st.drops.items()))
     if st.counters:
         print("counters     " + ", ".join(f"{k} {v}" for k, v in sorted(st.counters.items())))
+    for s in st.salvages:
+        print(f"salvaged     {_when(s.at)}: {s.recovered} row(s) recovered, {s.lost} lost, "
+              f"corrupt file {s.moved_to or '(deleted)'}  (lpr-agent spool ack-salvage)")
+    return EXIT_OK
+
+
+def cmd_ack_salvage(args: argparse.Namespace) -> int:
+    spool = _open(args)
+    if isinstance(spool, int):
+        return spool
+    with spool:
+        n = spool.ack_salvage()
+    print(f"acknowledged {n} salvage report(s)")
     return EXIT_OK
 
 

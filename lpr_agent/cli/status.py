@@ -1,132 +1,144 @@
-"""``lpr-agent status``: what the daemon is doing, read from its state directory."""
+"""``lpr-agent status``: is the daemon running, and where are the readings?
+
+Thin: ``lpr_agent.status.inspect`` reads and judges the state directory; this
+module only prints. Every value from status.json carries its age unless the
+daemon is running (then it is at most a few seconds old); the spool figures
+are read from the spool file itself and are always current.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from typing import Any
 
-from lpr_agent.cli._common import add_config_argument, config_or_exit
-
-STALE_AFTER_S = 30.0  # status.json is refreshed every few seconds by a running daemon
+from lpr_agent.cli._common import add_config_argument, config_or_exit, examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "status",
-        help="show the agent's state: link, spool, last health (works while it runs)",
+        help="is the agent running? link, spool, where the readings are, last health",
         description="Read the agent's state directory (status.json written by the daemon, and "
-        "the spool itself) and print a summary. Exit status 0 if the daemon is running and "
-        "not stuck, 3 if it is not running, 1 if it looks stuck or its status is stale.",
+        "the spool itself) and print a summary. Exit status 0 if the daemon is running, 3 if "
+        "it is not, 1 if it looks stuck or has stopped updating its status.",
+        **examples("lpr-agent status",
+                   "lpr-agent status --json | jq .readings",
+                   "lpr-agent status -c /etc/lpr-agent/agent.toml"),
     )
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.set_defaults(func=_status)
+    parser.set_defaults(func=run)
 
 
-def _pid_alive(pid: Any, started_at: Any = None) -> bool:
-    """Is the daemon that wrote status.json still this pid? (Not a reused pid.)"""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by the service user
-    try:
-        import psutil
+def run(args: argparse.Namespace) -> int:
+    from lpr_agent.status import inspect
 
-        created = psutil.Process(pid).create_time()
-    except Exception:
-        return True  # hidden by ProtectProc=invisible for this user: trust kill(0)
-    # The daemon records started_at after its process was created; a process
-    # created later is another program that got the same pid.
-    return not (isinstance(started_at, int | float) and created > started_at + 1.0)
-
-
-def _spool_stats(config: Any) -> tuple[dict[str, Any] | None, str | None]:
-    if not config.spool.path.exists():
-        return None, f"no spool at {config.spool.path}"
-    try:
-        from lpr_agent.spool import Spool
-
-        # recover=False/create=False: never move a file aside or create one under
-        # a running daemon; this is a read-only look.
-        spool = Spool.open(config.spool, recover=False, create=False)
-        try:
-            return spool.stats().as_dict(), None
-        finally:
-            spool.close()
-    except Exception as exc:  # report, never crash the status command
-        return None, f"cannot read spool: {exc}"
-
-
-def collect(config: Any) -> dict[str, Any]:
-    path = config.state_dir / "status.json"
-    out: dict[str, Any] = {"state_dir": str(config.state_dir), "status_file": str(path)}
-    try:
-        daemon = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        daemon = None
-        out["problem"] = "no status file: the agent has not run with this state_dir"
-    except (OSError, ValueError) as exc:
-        daemon = None
-        out["problem"] = f"unreadable status file: {exc}"
-    alive = bool(daemon) and _pid_alive(daemon.get("pid"), daemon.get("started_at"))
-    age = time.time() - float(daemon.get("updated_at", 0)) if daemon else None
-    if daemon is None or not alive or daemon.get("state") == "stopped":
-        running = "not running"
-    elif daemon.get("stuck"):
-        running = "stuck"
-    elif age is not None and age > STALE_AFTER_S:
-        running = "stale"
+    view = inspect(config_or_exit(args))
+    if args.json:
+        print(json.dumps(view.as_dict(), indent=2, default=str))
     else:
-        running = "running"
-    out.update(running=running, status_age_s=None if age is None else round(age, 1),
-               daemon=daemon)
-    spool, problem = _spool_stats(config)
-    out["spool"] = spool
-    if problem:
-        out["spool_problem"] = problem
+        for line in render(view):
+            print(line)
+    return view.exit_code
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def render(view: Any) -> list[str]:
+    """The human summary of a ``StatusView``: a list of lines."""
+    d = view.daemon
+    head = {"running": "running", "starting": "starting", "stuck": "STUCK",
+            "stale": "NOT RESPONDING", "not running": "NOT RUNNING"}[view.running]
+    out = [f"lpr-agent: {head} — {view.reason}"]
+    if view.problem:
+        out.append(f"  {view.problem}")
+    # Values from status.json: "now" only while the daemon is running.
+    as_of = "" if view.current else f" (as of {ago(view.status_age_s)}, when it last ran)"
+    if d is not None:
+        out.append(f"  camera {d.camera_id or '-'}  checkpoint {d.checkpoint_id or '-'}  "
+                   f"version {d.version}  state dir {view.state_dir}")
+        if d.metrics_url and view.current:
+            out.append(f"  metrics {d.metrics_url}")
+    out += _readings(view)
+    if d is not None and d.uplink:
+        out += _link(d.uplink, as_of, view.current)
+    if d is not None and d.pipeline:
+        p = d.pipeline
+        out.append(f"camera{as_of}: {p.get('source_state')}  {p.get('fps', 0):g} fps "
+                   f"processed, {p.get('frames', 0)} frames, {p.get('frames_dropped', 0)} "
+                   "dropped (newer frame arrived first)")
+    if view.spool is not None:
+        s = view.spool
+        parts = [f"{size(s.get('bytes'))} waiting", f"file {size(s.get('file_bytes'))}"]
+        if s.get("oldest_age_s") is not None:
+            parts.append(f"oldest reading waiting {ago(s['oldest_age_s']).removesuffix(' ago')}")
+        if s.get("free_disk_bytes") is not None:
+            parts.append(f"{size(s['free_disk_bytes'])} free on disk")
+        out.append("spool file (now): " + ", ".join(parts))
+    elif view.spool_problem:
+        out.append(f"spool: {view.spool_problem}")
+    if d is not None and d.health:
+        out.append(f"last health report ({ago(view.health_age_s)}):")
+        for h in d.health:
+            out.append(f"  {h.get('component', '?'):<9} {h.get('status', '?'):<8} "
+                       f"{h.get('message', '')}")
     return out
 
 
-def _status(args: argparse.Namespace) -> int:
-    config = config_or_exit(args)
-    info = collect(config)
-    code = {"running": 0, "not running": 3}.get(info["running"], 1)
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return code
-    daemon = info.get("daemon") or {}
-    print(f"lpr-agent: {info['running']}"
-          + (f" (pid {daemon.get('pid')}, {daemon.get('state')})" if daemon else ""))
-    if info.get("problem"):
-        print(f"  {info['problem']}")
-    if daemon:
-        print(f"  {daemon.get('status_line', '')}")
-        print(f"  camera {daemon.get('camera_id')} checkpoint {daemon.get('checkpoint_id')}, "
-              f"status written {info['status_age_s']}s ago")
-        uplink = daemon.get("uplink") or {}
-        if uplink:
-            keys = ("channel", "connected", "sent", "acked", "retried", "rejected",
-                    "last_error")
-            print("  uplink: " + " ".join(f"{k}={uplink.get(k)}" for k in keys if k in uplink))
-    spool = info.get("spool")
-    if spool is not None:
-        print("  spool: " + " ".join(f"{k}={v}" for k, v in spool.items()))
-    elif info.get("spool_problem"):
-        print(f"  spool: {info['spool_problem']}")
-    health = daemon.get("health") or []
-    if health:
-        at = daemon.get("health_at")
-        when = f" ({time.time() - at:.0f}s ago)" if at else ""
-        print(f"  last health{when}:")
-        for h in health:
-            print(f"    {h.get('component'):<9} {h.get('status'):<8} {h.get('message')}")
-    sys.stdout.flush()
-    return code
+def _readings(view: Any) -> list[str]:
+    r = view.readings
+    if set(r) <= {"lost"}:
+        return []  # neither a spool nor a daemon's counters: nothing to account for
+    out = ["readings:"]
+    if "waiting" in r:
+        out.append(f"  in the spool now      {r['waiting']} waiting "
+                   f"({r.get('waiting_detections', 0)} detections), "
+                   f"{r.get('backing_off', 0)} backing off after a server error"
+                   + (f", {r['in_flight']} in flight" if r.get("in_flight") else ""))
+        out.append(f"  dead letters          {r.get('dead_letters', 0)} (rejected by the "
+                   "server; kept: lpr-agent spool list --dead)")
+    if "delivered" in r:
+        since = "since the agent started" if view.current else "during its last run"
+        out.append(f"  delivered             {r['delivered']} {since}")
+        out.append(f"  resent                {r.get('resent', 0)} (after a link failure or "
+                   "server error: sent again, not lost)")
+    out.append("  lost                  0 (a reading leaves the spool only when the server "
+               "acknowledges it or rejects it)")
+    if r.get("dropped_by_spool_cap"):
+        out.append(f"  dropped by spool cap  {r['dropped_by_spool_cap']} (the spool was full; "
+                   "see [spool] max_items / max_bytes)")
+    return out
+
+
+def _link(u: dict[str, Any], as_of: str, current: bool) -> list[str]:
+    verb = "is" if current else "was"
+    state = "connected" if u.get("connected") else (
+        "REST (no connection to keep)" if u.get("channel") == "rest" else "down")
+    out = [f"link{as_of}: {verb} {u.get('channel')} {state}, ack style {u.get('ack_style')}"]
+    now = time.time()
+    last_ack = u.get("last_ack_at")
+    out.append(f"  last ack {ago(None if last_ack is None else now - last_ack)}")
+    err, err_at = u.get("last_error"), u.get("last_error_at")
+    if err:
+        old = err_at is not None and last_ack is not None and last_ack > err_at
+        out.append(f"  last error {ago(None if err_at is None else now - err_at)}: {err}"
+                   + ("  (recovered since)" if old else ""))
+    return out

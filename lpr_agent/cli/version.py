@@ -6,10 +6,13 @@ import argparse
 import platform
 
 from lpr_agent import __version__
+from lpr_agent.cli._common import examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("version", help="print the agent's version")
+    parser = subparsers.add_parser("version", help="print the agent's version",
+                                   description="Print the agent's and Python's versions.",
+                                   **examples("lpr-agent version"))
     parser.set_defaults(func=run)
 
 

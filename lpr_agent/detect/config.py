@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lpr_agent.detect.regions import AUTO, Region, resolve_region
 
 
 class SourceConfig(BaseModel):
@@ -39,6 +41,33 @@ class SourceConfig(BaseModel):
                               "(V4L2/synthetic), None = device default")
     height: int | None = Field(default=None, gt=0, description="requested capture height "
                                "(V4L2/synthetic), None = device default")
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp", description="how an rtsp:// camera sends its video: 'tcp' (RTP "
+        "interleaved in the RTSP connection; no packet loss, passes NAT and firewalls) or "
+        "'udp' (separate RTP/RTCP ports; lower latency, but a lost packet smears the frame)"
+    )
+    ffmpeg_options: dict[str, str | int | float] = Field(
+        default_factory=dict, description="extra FFmpeg options for an rtsp:// or rtsps:// "
+        "camera (read through PyAV), applied to each open of this source only, e.g. "
+        "{ buffer_size = 4194304 } (UDP receive buffer) or, to verify an rtsps:// camera's "
+        "certificate (FFmpeg does not by default), { tls_verify = 1, ca_file = "
+        "'/etc/lpr-agent/camera-ca.pem' }; 'rtsp_transport' and 'timeout' come from "
+        "rtsp_transport and read_timeout_s. The OPENCV_FFMPEG_CAPTURE_OPTIONS environment "
+        "variable does not apply to these cameras"
+    )
+
+    @field_validator("ffmpeg_options")
+    @classmethod
+    def _check_ffmpeg_options(cls, value: dict[str, str | int | float]
+                              ) -> dict[str, str | int | float]:
+        owned = {"rtsp_transport": "rtsp_transport", "timeout": "read_timeout_s",
+                 "stimeout": "read_timeout_s"}
+        for key in value:
+            if key in owned:
+                raise ValueError(f"ffmpeg_options: set {key!r} with [source] {owned[key]}")
+            if not key or not key.replace("_", "").isalnum():
+                raise ValueError(f"ffmpeg_options: {key!r} is not an FFmpeg option name")
+        return value
 
 
 class DetectorConfig(BaseModel):
@@ -50,22 +79,34 @@ class DetectorConfig(BaseModel):
     )
     threads: int = Field(default=2, ge=1, le=64, description="CPU threads for inference")
     det_max_side: int = Field(
-        default=960, ge=320, le=4096, description="frames are shrunk so their longer side is "
-        "at most this before text detection (speed vs. small plates)"
+        default=800, ge=320, le=4096, description="frames are shrunk so their longer side is "
+        "at most this before text detection (speed vs. small plates; small text the first "
+        "pass cannot read gets a second look at full resolution, see second_look_below_px)"
     )
     return_freed_memory: bool = Field(
         default=True, description="tune the C allocator (glibc mallopt) to give large freed "
         "blocks back to the OS, so resident memory stays near the working set (~250 MB) "
         "instead of the peak; process-wide"
     )
+    cut_recogniser: bool = Field(
+        default=True, description="cut the recogniser's ~18k-class output layer to the ~1.9k "
+        "Latin-looking classes at load (same logits for those, less CPU and memory)"
+    )
     det_model: str | None = Field(default=None, description="path of a replacement text "
                                   "detection ONNX file (default: the packaged one)")
     rec_model: str | None = Field(default=None, description="path of a replacement text "
                                   "recognition ONNX file (default: the packaged one)")
-    region: Literal["auto", "eu", "us", "br"] = Field(
-        default="auto", description="plate region: 'br' (LLLNLNN/LLLNNNN) and 'eu' (common "
-        "one-line layouts) fix up to 2 look-alike characters (O/0, I/1, B/8…) to fit a "
-        "format; 'auto'/'us' fix one, and only when exactly one known layout fits"
+    region: str = Field(
+        default="auto", description="plate region: a built-in one ('eu', 'us', 'br'; "
+        "lpr_agent/detect/regions/), one of [detector.regions], or 'auto' to choose per plate "
+        "(never rewriting a read that already fits some region's layout)"
+    )
+    regions: dict[str, Region] = Field(
+        default_factory=dict, description="extra or replacement regions, one table each "
+        "named [detector.regions.NAME], with the fields of a Region "
+        "(lpr_agent/detect/regions/__init__.py): layouts, exhaustive, max_swaps, to_digit, "
+        "to_letter, context_correction, all_digit, all_letter, plate_margin, min_chars, "
+        "max_chars"
     )
     plate_formats: list[str] = Field(
         default_factory=list, description="plate formats overriding the region's, as strings "
@@ -74,11 +115,14 @@ class DetectorConfig(BaseModel):
     strict_formats: bool = Field(
         default=False, description="drop reads that fit none of the formats"
     )
-    min_chars: int = Field(default=4, ge=1, le=16, description="shortest plate text accepted")
-    max_chars: int = Field(default=8, ge=1, le=16, description="longest plate text accepted")
+    min_chars: int | None = Field(default=None, ge=1, le=16, description="shortest plate "
+                                  "text accepted (default: the region's)")
+    max_chars: int | None = Field(default=None, ge=1, le=16, description="longest plate "
+                                  "text accepted (default: the region's)")
     require_letter_and_digit: bool = Field(
-        default=True, description="accept only texts with at least one letter and one digit "
-        "(removes most signs, timestamps and phone numbers; loses all-letter vanity plates)"
+        default=False, description="accept only texts with at least one letter and one digit "
+        "(the old false-plate filter; loses all-digit and vanity plates; plate-shape evidence "
+        "filters signs and badges without it)"
     )
     min_confidence: float = Field(
         default=0.5, ge=0, le=1, description="lowest per-character OCR confidence accepted"
@@ -89,6 +133,28 @@ class DetectorConfig(BaseModel):
     reject_sign_colours: bool = Field(
         default=True, description="drop text on a saturated green or blue background (road and "
         "shop signs); plates are white, yellow or grey behind the characters"
+    )
+    plate_shape_filter: bool = Field(
+        default=True, description="ask for plate-shape evidence (straight plate edges above "
+        "and below the text) from reads that fit no layout, all-digit and all-letter reads: "
+        "drops badges and signs, keeps all-digit and vanity plates"
+    )
+    second_look_below_px: float = Field(
+        default=40.0, ge=0, description="text lines lower than this (pixels, full frame) "
+        "that the first pass could not read as a plate are detected and read again, "
+        "enlarged, from the full-resolution frame (small, distant plates); 0 = off"
+    )
+    motion_skip: bool = Field(
+        default=False, description="skip plate detection on frames in which nothing moved "
+        "inside the region of interest (cheap frame differencing; saves CPU on an empty road)"
+    )
+    motion_min_changed: float = Field(
+        default=0.002, gt=0, le=1, description="with motion_skip: fraction of the region's "
+        "pixels that must change (by more than 12 grey levels) to count as motion"
+    )
+    motion_max_skip_s: float = Field(
+        default=2.0, gt=0, description="with motion_skip: detect at least this often anyway "
+        "(light changes, parked cars)"
     )
     min_plate_height: int = Field(
         default=10, ge=1, description="plates whose text is lower than this (pixels, in the "
@@ -142,3 +208,9 @@ class DetectorConfig(BaseModel):
             if not fmt or set(fmt) - set("LN?"):
                 raise ValueError(f"plate format {fmt!r} may contain only L, N and ?")
         return value
+
+    @model_validator(mode="after")
+    def _check_region(self) -> DetectorConfig:
+        if self.region != AUTO:
+            resolve_region(self.region, self.regions)  # ValueError names the known ones
+        return self

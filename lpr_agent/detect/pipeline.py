@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lpr_agent.detect.config import DetectorConfig, SourceConfig
+from lpr_agent.detect.motion import MotionGate
 from lpr_agent.detect.output import build_result
 from lpr_agent.detect.reader import FrameReads, PlateReader
-from lpr_agent.detect.sources import Frame, FrameGrabber, open_source
+from lpr_agent.detect.sources import Frame, FrameGrabber, open_source, redact_url
 from lpr_agent.detect.tracker import PlateTracker, Sighting, TrackEvent
 from lpr_agent.protocol import DetectionResult
 
@@ -36,8 +37,8 @@ class _Identity:
 
 @dataclass
 class PipelineStats:
-    source_url: str
-    source_state: str  # idle, opening, running, reconnecting, ended, stopped
+    source_url: str  # password redacted: stats travel to the server in health reports
+    source_state: str  # idle, opening, running, reconnecting, stalled, ended, stopped
     source_error: str | None
     source_fps: float  # frames the source delivered per second
     fps: float  # frames processed per second
@@ -54,6 +55,8 @@ class PipelineStats:
     sink_errors: int = 0
     frame_errors: int = 0  # frames the detector failed on
     active_tracks: int = 0
+    frames_skipped: int = 0  # processed frames without motion (detection skipped)
+    frame_size: tuple[int, int] | None = None  # (width, height) of the latest frame
     model: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +99,10 @@ class DetectionPipeline:
         self._stages: dict[str, deque[float]] = {}
         self._processed_at: deque[float] = deque(maxlen=50)
         self._sim_offset: float | None = None  # frame clock minus monotonic clock
+        self.motion = (MotionGate(min_changed=detector.motion_min_changed,
+                                  max_skip_s=detector.motion_max_skip_s,
+                                  roi=tuple(detector.roi) if detector.roi else None)
+                       if detector.motion_skip else None)
 
     # --- lifecycle -----------------------------------------------------------------
     @property
@@ -185,6 +192,13 @@ class DetectionPipeline:
         # The tracker runs on the frame's own clock (the synthetic source's is
         # simulated); remember the offset to keep expiring tracks between frames.
         self._sim_offset = frame.monotonic - time.monotonic()
+        if self.motion is not None and not self.motion.should_detect(frame.image,
+                                                                     frame.monotonic):
+            # Nothing moved: no new sightings, but tracks still time out.
+            with self._lock:
+                self._frames += 1
+                self._processed_at.append(time.monotonic())
+            return self._emit(self.tracker.update([], frame.monotonic))
         reads = self.detect(frame)
         sightings = [
             Sighting(read=plate, time=frame.monotonic, frame=frame.image,
@@ -227,7 +241,7 @@ class DetectionPipeline:
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and \
                 times[-1] > times[0] else 0.0
             return PipelineStats(
-                source_url=self.source_config.url,
+                source_url=redact_url(self.source_config.url),
                 source_state=grabber.state if grabber else "idle",
                 source_error=grabber.error if grabber else None,
                 source_fps=round(grabber.fps, 2) if grabber else 0.0,
@@ -246,5 +260,7 @@ class DetectionPipeline:
                 sink_errors=self._sink_errors,
                 frame_errors=self._frame_errors,
                 active_tracks=len(self.tracker.tracks),
+                frames_skipped=self.motion.skipped if self.motion else 0,
+                frame_size=grabber.frame_size if grabber else None,
                 model=self.reader.backend.describe() if self.reader.loaded else {},
             )

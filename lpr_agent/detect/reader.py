@@ -19,7 +19,10 @@ import numpy as np
 
 from lpr_agent.detect.backends import PlateBackend, RegionBox, TextRead, create_backend
 from lpr_agent.detect.config import DetectorConfig
-from lpr_agent.detect.plates import REGION_FORMATS, PlateRules
+from lpr_agent.detect.plates import PlateRules
+from lpr_agent.detect.regions import AUTO, Region, builtin_regions, resolve_region
+from lpr_agent.detect.second_look import SecondLook
+from lpr_agent.detect.shape import ShapeRules
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +83,21 @@ def overlap_min(a: Box, b: Box) -> float:
 
 
 def rules_from_config(config: DetectorConfig) -> PlateRules:
-    formats = tuple(config.plate_formats) or REGION_FORMATS.get(config.region, ())
+    region = None if config.region == AUTO else resolve_region(config.region, config.regions)
+    if config.plate_formats:
+        # Operator formats: European-style correction (up to 2 swaps, context rule).
+        base = region or Region(name="custom", max_swaps=2, context_correction=True)
+        region = base.model_copy(update={"layouts": tuple(config.plate_formats)})
+    if config.strict_formats and region is not None:
+        region = region.model_copy(update={"exhaustive": True})
+    regions = {**builtin_regions(), **{name: resolve_region(name, config.regions)
+                                       for name in config.regions}}
     return PlateRules(
+        region=region,
+        regions=tuple(regions.values()),
         min_chars=config.min_chars,
         max_chars=config.max_chars,
         require_letter_and_digit=config.require_letter_and_digit,
-        formats=formats,
-        strict_formats=config.strict_formats,
     )
 
 
@@ -94,6 +105,9 @@ class PlateReader:
     def __init__(self, config: DetectorConfig, backend: PlateBackend | None = None) -> None:
         self.config = config
         self.rules = rules_from_config(config)
+        self.shape = ShapeRules(enabled=config.plate_shape_filter)
+        self.second_look = (SecondLook(below_px=config.second_look_below_px)
+                            if config.second_look_below_px > 0 else None)
         self.backend = backend or create_backend(
             config.backend,
             threads=config.threads,
@@ -101,6 +115,7 @@ class PlateReader:
             det_model=config.det_model,
             rec_model=config.rec_model,
             return_memory=config.return_freed_memory,
+            cut_classes=config.cut_recogniser,
         )
         self.loaded = False
 
@@ -124,15 +139,67 @@ class PlateReader:
         t3 = time.perf_counter()
         plates = self._select(frame, candidates, reads)
         t4 = time.perf_counter()
+        ms = {"detect": (t1 - t0) * 1000, "filter": (t2 - t1 + t4 - t3) * 1000,
+              "recognise": (t3 - t2) * 1000}
+        looked = (self._second_look(frame, regions, candidates, reads, plates)
+                  if self.second_look else None)
+        if looked is not None:
+            extra, extra_reads, det_s, rec_s = looked
+            plates = self._select(frame, candidates + extra, reads + extra_reads)
+            # The windows' detection and recognition count as such; the rest is filter.
+            spent = time.perf_counter() - t4
+            ms["detect"] += det_s * 1000
+            ms["recognise"] += rec_s * 1000
+            ms["filter"] += (spent - det_s - rec_s) * 1000
         return FrameReads(
             plates=plates,
-            timings_ms={
-                "detect": (t1 - t0) * 1000,
-                "filter": (t2 - t1 + t4 - t3) * 1000,
-                "recognise": (t3 - t2) * 1000,
-            },
+            timings_ms=ms,
             regions=len(regions),
         )
+
+    def _second_look(
+        self, frame: np.ndarray, regions: list[RegionBox], candidates: list[RegionBox],
+        reads: list[TextRead], plates: list[PlateRead],
+    ) -> tuple[list[RegionBox], list[TextRead], float, float] | None:
+        """Candidates (and reads) from enlarged windows around small unread text, with
+        the seconds spent detecting and recognising; None when no line needs it.
+
+        Worth a look: lines read with about a plate's number of characters
+        but not accepted (a blurred box took in the whole plate), and weak
+        lines the detector could not form at its scale. Signs and badges
+        with fewer or many more characters are not looked at again.
+        """
+        assert self.second_look is not None
+        lo, hi = self.rules.length_range
+        plate_like = [c for c, r in zip(candidates, reads, strict=True)
+                      if lo <= len(r.chars) <= hi + 2]
+        weak = [r for r in regions if r.weak]
+        seeds = self.second_look.seeds(
+            [r for r in plate_like + weak if self._in_roi(r, frame.shape)],
+            [p.text_box for p in plates], frame.shape)
+        if not seeds:
+            return None
+        extra: list[RegionBox] = []
+        extra_reads: list[TextRead] = []
+        det_s = rec_s = 0.0
+        for seed in seeds:
+            looked = self.second_look.look(self.backend, frame, seed)
+            det_s += looked.detect_s
+            rec_s += looked.recognise_s
+            for region, read in zip(looked.regions, looked.reads, strict=True):
+                if self._keep(region, frame.shape):
+                    extra.append(region)
+                    extra_reads.append(read)
+        return extra, extra_reads, det_s, rec_s
+
+    def _in_roi(self, region: RegionBox, frame_shape: tuple[int, ...]) -> bool:
+        if self.config.roi is None:
+            return True
+        fh, fw = frame_shape[:2]
+        x1, y1, x2, y2 = region.bbox
+        cx, cy = (x1 + x2) / 2 / fw, (y1 + y2) / 2 / fh
+        rx1, ry1, rx2, ry2 = self.config.roi
+        return rx1 <= cx <= rx2 and ry1 <= cy <= ry2
 
     # --- candidates ----------------------------------------------------------------
     def _keep(self, region: RegionBox, frame_shape: tuple[int, ...]) -> bool:
@@ -160,7 +227,7 @@ class PlateReader:
         return True
 
     def _candidates(self, frame: np.ndarray, regions: list[RegionBox]) -> list[RegionBox]:
-        base = [r for r in regions if r.score >= self.config.min_det_score
+        base = [r for r in regions if not r.weak and r.score >= self.config.min_det_score
                 and r.height >= self.config.min_plate_height]
         merged: list[RegionBox] = []
         for i, a in enumerate(base):
@@ -188,6 +255,10 @@ class PlateReader:
             text, conf = ruled
             if conf < self.config.min_confidence:
                 continue
+            reaches = [r.plate_margin for r in self.rules.accepting(text)] or [0.3]
+            if not self.shape.accepts(frame, region.quad, text, read.text,
+                                      self.rules.fits_layout(text), reaches):
+                continue
             x1, y1, x2, y2 = region.bbox
             mx, my = (x2 - x1) * PLATE_MARGIN_X, (y2 - y1) * PLATE_MARGIN_Y
             plate_box = (max(0.0, x1 - mx), max(0.0, y1 - my),
@@ -197,6 +268,7 @@ class PlateReader:
                 det_score=region.score, text_box=region.bbox, plate_box=plate_box,
                 quad=region.quad,
             ))
+        accepted = [p for p in accepted if not _is_caption(p, accepted)]
         # One plate per place: a merged line and its parts, or duplicate
         # boxes, overlap; keep the most confident (longer text on near-ties,
         # because a part of a plate is also a confident read).
@@ -207,6 +279,27 @@ class PlateReader:
             if all(overlap_min(plate.text_box, k.text_box) < 0.5 for k in kept):
                 kept.append(plate)
         return kept
+
+
+# A plate's caption (US state name, slogan, the Mercosur BRASIL band) is a
+# line of much smaller text right above or below the plate's characters.
+CAPTION_MAX_HEIGHT = 0.7  # of the plate text's height
+CAPTION_MAX_GAP = 1.0  # plate text heights between the two lines
+
+
+def _is_caption(plate: PlateRead, others: list[PlateRead]) -> bool:
+    x1, y1, x2, y2 = plate.text_box
+    h = y2 - y1
+    for other in others:
+        ox1, oy1, ox2, oy2 = other.text_box
+        oh = oy2 - oy1
+        if other is plate or h > CAPTION_MAX_HEIGHT * oh:
+            continue
+        overlap = min(x2, ox2) - max(x1, ox1)
+        gap = max(oy1 - y2, y1 - oy2)  # vertical distance between the lines
+        if overlap >= 0.5 * (x2 - x1) and -0.2 * oh <= gap <= CAPTION_MAX_GAP * oh:
+            return True
+    return False
 
 
 def looks_like_sign(frame: np.ndarray, box: Box) -> bool:

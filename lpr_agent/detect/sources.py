@@ -2,65 +2,75 @@
 
 Every source yields :class:`Frame` objects. :func:`open_source` picks the
 source from ``SourceConfig.url``. :class:`FrameGrabber` runs a source in its
-own thread, reopens it with exponential backoff when it fails, and keeps
-only the newest frame of a live source, so a detector slower than the camera
-never works through a backlog of stale frames.
+own thread, reopens it with jittered exponential backoff
+(:mod:`lpr_agent.backoff`) when it fails, and keeps only the newest frame of a
+live source, so a detector slower than the camera never works through a
+backlog of stale frames.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import cv2
-import numpy as np
 
+from lpr_agent import backoff
 from lpr_agent.detect.config import SourceConfig
+
+# Frame, FrameSource, SourceError and url_options live in frame.py (shared with
+# the synthetic source without an import cycle); re-exported for old imports.
+from lpr_agent.detect.frame import Frame, FrameSource, SourceError, url_options
+
+__all__ = ["CaptureSource", "FolderSource", "Frame", "FrameGrabber", "FrameSource",
+           "SourceError", "open_source", "redact_url", "url_options"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# A read blocked this long past read_timeout_s shows as "stalled" (see FrameGrabber.state).
+STALL_GRACE_S = 1.0
+# Read through PyAV (av_source.py): OpenCV's capture cannot follow a resolution
+# change inside the stream, and takes FFmpeg options only process-wide.
+AV_SCHEMES = {"rtsp", "rtsps"}
+OPENCV_SCHEMES = {"rtmp", "http", "https", "udp", "tcp"}
 
 
-class SourceError(RuntimeError):
-    """The source cannot deliver frames now (it may be reopened later)."""
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``.
 
-
-@dataclass
-class Frame:
-    image: np.ndarray
-    index: int
-    wall_time: float  # time.time() at capture
-    monotonic: float  # time.monotonic() at capture
-    name: str | None = None  # file name for folder sources
-    truth: list[Any] = field(default_factory=list)  # synthetic ground truth
-
-
-class FrameSource(Protocol):
-    description: str
-    live: bool  # frames keep coming whether we read them or not (camera, stream)
-
-    def open(self) -> None: ...
-    def read(self) -> Frame | None:
-        """The next frame; None at the end of a finite source; SourceError on failure."""
-    def close(self) -> None: ...
+    Source errors end up in logs and in the health reports sent to the server.
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    except ValueError:  # unparsable port etc.: show nothing of the authority
+        return "<unparsable url>"
 
 
 class CaptureSource:
-    """RTSP/HTTP streams, V4L2 devices and video files through OpenCV's FFmpeg/V4L2."""
+    """HTTP/RTMP streams, V4L2 devices and video files through OpenCV's FFmpeg/V4L2.
+
+    (rtsp:// cameras go to :class:`~lpr_agent.detect.av_source.AvSource`.)
+    """
 
     def __init__(self, target: str | int, config: SourceConfig, live: bool) -> None:
         self.target = target
         self.config = config
         self.live = live
-        self.description = f"capture {target}"
+        self.name = redact_url(target) if isinstance(target, str) else str(target)
+        self.description = f"capture {self.name}"
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
 
@@ -77,13 +87,10 @@ class CaptureSource:
         elif str(self.target).startswith("/dev/video"):
             cap = cv2.VideoCapture(str(self.target), cv2.CAP_V4L2)
         else:
-            if str(self.target).startswith("rtsp"):
-                # TCP: UDP loses packets on busy networks and gives smeared frames.
-                os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
             cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self.target}")
+            raise SourceError(f"cannot open {self.name}")
         if self.live:
             # A small driver buffer: old frames waiting there are stale frames.
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
@@ -92,10 +99,19 @@ class CaptureSource:
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError("source is not open")
+        started = time.monotonic()
         ok, image = self._cap.read()
+        waited = time.monotonic() - started
+        if self.live and waited >= self.config.read_timeout_s:
+            # OpenCV's FFmpeg read timeout fired: the camera stopped sending
+            # with its connection open (hung firmware, stalled encoder).
+            # Measured on RTSP/TCP: the reads after the timeout first return
+            # the decoder's delayed frames with ok=True, as if fresh, and the
+            # capture never recovers even when the camera does — so reopen now.
+            raise SourceError(f"{self.name}: stream stalled, no frame for {waited:.1f} s")
         if not ok or image is None:
             if self.live:
-                raise SourceError(f"{self.target}: no frame (stream ended or timed out)")
+                raise SourceError(f"{self.name}: no frame (stream ended)")
             return None
         self._index += 1
         return Frame(image=image, index=self._index, wall_time=time.time(),
@@ -150,7 +166,11 @@ def open_source(config: SourceConfig) -> FrameSource:
 
         return SyntheticSource(parse_synthetic_url(url, config))
     scheme = urlparse(url).scheme.lower()
-    if scheme in {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"}:
+    if scheme in AV_SCHEMES:
+        from lpr_agent.detect.av_source import AvSource  # PyAV loads only for cameras using it
+
+        return AvSource(url, config)
+    if scheme in OPENCV_SCHEMES:
         return CaptureSource(url, config, live=True)
     if url.startswith("v4l2:"):
         return CaptureSource(int(url.removeprefix("v4l2:") or 0), config, live=True)
@@ -162,11 +182,6 @@ def open_source(config: SourceConfig) -> FrameSource:
     if path.is_dir():
         return FolderSource(path)
     return CaptureSource(str(path), config, live=False)
-
-
-def url_options(url: str) -> dict[str, str]:
-    query = url.split("?", 1)[1] if "?" in url else ""
-    return {k: v[-1] for k, v in parse_qs(query).items()}
 
 
 class FrameGrabber:
@@ -182,12 +197,15 @@ class FrameGrabber:
     def __init__(self, source: FrameSource, config: SourceConfig) -> None:
         self.source = source
         self.config = config
-        self.state = "idle"  # idle, opening, running, reconnecting, ended, stopped
-        self.error: str | None = None
+        self._state = "idle"  # idle, opening, running, reconnecting, ended, stopped
+        self._error: str | None = None
+        self._read_since: float | None = None  # monotonic start of the read in progress
         self.frames_read = 0
         self.frames_dropped = 0
         self.reconnects = 0
         self.last_frame_monotonic: float | None = None
+        # (width, height) of the newest frame; a live camera may change it mid-stream.
+        self.frame_size: tuple[int, int] | None = None
         self._slot: Frame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -232,6 +250,28 @@ class FrameGrabber:
         return (len(times) - 1) / (times[-1] - times[0])
 
     @property
+    def state(self) -> str:
+        """idle, opening, running, stalled, reconnecting, ended or stopped.
+
+        ``stalled``: a read has been blocked longer than ``read_timeout_s``
+        plus a grace, i.e. past the source's own timeout (which fires for
+        OpenCV's FFmpeg streams; this catches a backend whose timeout does
+        not), so health shows the camera as down while the read is stuck.
+        """
+        since = self._read_since
+        if (self._state == "running" and since is not None
+                and time.monotonic() - since > self.config.read_timeout_s + STALL_GRACE_S):
+            return "stalled"
+        return self._state
+
+    @property
+    def error(self) -> str | None:
+        if self.state == "stalled" and self._read_since is not None:
+            waited = time.monotonic() - self._read_since
+            return f"no frame for {waited:.0f} s; read blocked past its timeout"
+        return self._error
+
+    @property
     def last_frame_age_s(self) -> float | None:
         if self.last_frame_monotonic is None:
             return None
@@ -240,12 +280,12 @@ class FrameGrabber:
     # --- producer thread -----------------------------------------------------------
     def _set_state(self, state: str, error: str | None = None) -> None:
         with self._cond:
-            self.state = state
-            self.error = error
+            self._state = state
+            self._error = error
             self._cond.notify_all()
 
     def _run(self) -> None:
-        backoff = self.config.reconnect_initial_s
+        failures = 0  # consecutive failed opens/reads; a delivered frame resets it
         opened = False
         frames_since_open = 0
         while not self._stop.is_set():
@@ -254,33 +294,36 @@ class FrameGrabber:
                 try:
                     self.source.open()
                 except Exception as exc:  # any failure means "retry later"
-                    self._fail(exc, backoff)
-                    backoff = min(backoff * 2, self.config.reconnect_max_s)
+                    failures += 1
+                    self._fail(exc, failures)
                     continue
                 opened = True
                 frames_since_open = 0
                 self._set_state("running")
+            self._read_since = time.monotonic()
             try:
                 frame = self.source.read()
             except Exception as exc:
+                self._read_since = None
                 opened = False
                 self._close_quietly()
-                self._fail(exc, backoff)
-                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                failures += 1
+                self._fail(exc, failures)
                 continue
+            self._read_since = None
             if frame is None:
                 self._close_quietly()
                 opened = False
                 if self.config.loop:
                     if not frames_since_open:
                         # An empty folder/file would spin the CPU reopening it.
-                        self._fail(SourceError("source has no frames"), backoff)
-                        backoff = min(backoff * 2, self.config.reconnect_max_s)
+                        failures += 1
+                        self._fail(SourceError("source has no frames"), failures)
                     frames_since_open = 0
                     continue
                 self._set_state("ended")
                 return
-            backoff = self.config.reconnect_initial_s
+            failures = 0
             frames_since_open += 1
             self._publish(frame)
         self._close_quietly()
@@ -288,6 +331,7 @@ class FrameGrabber:
 
     def _publish(self, frame: Frame) -> None:
         now = time.monotonic()
+        self._note_size(frame)
         with self._cond:
             if not self.source.live:
                 while self._slot is not None and not self._stop.is_set():
@@ -300,13 +344,27 @@ class FrameGrabber:
             self._times.append(now)
             self._cond.notify_all()
 
-    def _fail(self, exc: BaseException, backoff: float) -> None:
+    def _note_size(self, frame: Frame) -> None:
+        height, width = frame.image.shape[:2]
+        size = (int(width), int(height))
+        # A folder of photos changes size at every image; only a camera's
+        # change is news (a new profile: plate pixels doubled or halved).
+        if self.source.live and self.frame_size is not None and size != self.frame_size:
+            log.info("camera resolution changed %dx%d -> %dx%d (%s)", *self.frame_size, *size,
+                     self.source.description)
+        self.frame_size = size
+
+    def _fail(self, exc: BaseException, failures: int) -> None:
         self.reconnects += 1
+        # Full jitter (the agent's shared backoff): cameras of a site that lost
+        # their network switch at the same moment do not reconnect in lockstep.
+        delay = backoff.full_jitter(failures, self.config.reconnect_initial_s,
+                                    self.config.reconnect_max_s)
         message = str(exc) or type(exc).__name__
         log.warning("frame source %s failed: %s; retrying in %.1f s",
-                    self.source.description, message, backoff)
+                    self.source.description, message, delay)
         self._set_state("reconnecting", message)
-        self._stop.wait(backoff)
+        self._stop.wait(delay)
 
     def _close_quietly(self) -> None:
         try:

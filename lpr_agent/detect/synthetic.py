@@ -12,6 +12,7 @@ URL: ``synthetic:?fps=10&plates=AB123CD,XY987ZT&seed=1&once=1&cars=2&width=1280&
 * ``once=1``: every plate crosses the view exactly once, then the source ends
 * ``cars``: cars on the road at the same time (lanes), default 1
 * ``speed``: seconds a car takes to cross the frame (default 3)
+* ``style``: plate style and random layouts, ``eu`` (default), ``us`` or ``br``
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 
 from lpr_agent.detect.config import SourceConfig
-from lpr_agent.detect.sources import Frame, SourceError, url_options
+from lpr_agent.detect.frame import Frame, SourceError, url_options
 
 # Many national schemes leave out I, O and Q because they look like 1 and 0;
 # the synthetic plates do the same so "exact match" measures the reader.
@@ -44,6 +45,7 @@ class SyntheticOptions:
     once: bool = False
     cars: int = 1
     speed: float = 3.0
+    style: str = "eu"  # plate style and random layouts: eu, us, br
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,14 @@ def parse_synthetic_url(url: str, config: SourceConfig | None = None) -> Synthet
     except ValueError as exc:
         raise ValueError(f"bad synthetic source option in {url!r}: {exc}") from None
     out.once = opts.get("once", "0").lower() in {"1", "true", "yes"}
+    out.style = opts.get("style", out.style).lower()
+    if out.style not in PLATE_STYLES:
+        raise ValueError(f"synthetic style must be one of {PLATE_STYLES}: {url!r}")
     plates = opts.get("plates", "").strip()
     if plates.isdigit():  # plates=N: N random plates
         out.count = int(plates)
         rng = random.Random(out.seed)
-        out.plates = [random_plate(rng) for _ in range(out.count)]
+        out.plates = [random_style_plate(rng, out.style) for _ in range(out.count)]
     elif plates:
         out.plates = [p.strip().upper() for p in plates.split(",") if p.strip()]
     if out.fps <= 0 or out.width < 320 or out.height < 240:
@@ -90,8 +95,31 @@ def random_plate(rng: random.Random, fmt: str | None = None) -> str:
     return "".join(rng.choice(PLATE_LETTERS if k == "L" else PLATE_DIGITS) for k in fmt)
 
 
-def render_plate(text: str, height: int) -> np.ndarray:
-    """A white plate with a dark border and bold black characters."""
+PLATE_STYLES = ("eu", "us", "br")
+# Random layouts per style (the region's own, in ``regions/``): US covers every
+# kind the rules must keep - 1ABC234, ABC1234, 123ABC, all-digit and vanity.
+STYLE_FORMATS: dict[str, tuple[str, ...]] = {
+    "eu": RANDOM_FORMATS,
+    "us": ("NLLLNNN", "LLLNNNN", "NNNLLL", "NNNNNNN", "NNNNNN", "VANITY"),
+    "br": ("LLLNLNN", "LLLNNNN"),
+}
+# Short state-like captions: the reader must not take them for vanity plates.
+US_CAPTIONS = ("OHIO", "TEXAS", "IDAHO", "MAINE", "UTAH", "KANSAS")
+
+
+def random_style_plate(rng: random.Random, style: str) -> str:
+    fmt = rng.choice(STYLE_FORMATS[style])
+    if fmt == "VANITY":  # personalised: 5-7 letters
+        return "".join(rng.choice(PLATE_LETTERS) for _ in range(rng.randint(5, 7)))
+    return random_plate(rng, fmt)
+
+
+def render_plate(text: str, height: int, style: str = "eu") -> np.ndarray:
+    """A plate in a region's style: EU (blue strip), US (caption, 2:1), BR (Mercosur band)."""
+    if style == "us":
+        return _render_us(text, height)
+    if style == "br":
+        return _render_br(text, height)
     font = cv2.FONT_HERSHEY_DUPLEX
     thickness = max(2, round(height / 16))
     scale = cv2.getFontScaleFromHeight(font, int(height * 0.56), thickness)
@@ -106,6 +134,48 @@ def render_plate(text: str, height: int) -> np.ndarray:
     x = strip + (width - strip - tw) // 2
     y = (height + th) // 2
     cv2.putText(plate, text, (x, y), font, scale, (15, 15, 15), thickness, cv2.LINE_AA)
+    return plate
+
+
+def _render_us(text: str, height: int) -> np.ndarray:
+    """2:1, dark blue serial, a small state caption above it (not part of the plate text)."""
+    font = cv2.FONT_HERSHEY_DUPLEX
+    width = height * 2
+    plate = np.full((height, width, 3), (235, 240, 245), np.uint8)
+    cv2.rectangle(plate, (1, 1), (width - 2, height - 2), (60, 40, 20), max(2, height // 24))
+    thickness = max(2, round(height / 16))
+    scale = cv2.getFontScaleFromHeight(font, int(height * 0.42), thickness)
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    scale *= min(1.0, width * 0.86 / tw)  # long vanity plates are squeezed, as on real ones
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    caption = US_CAPTIONS[sum(map(ord, text)) % len(US_CAPTIONS)]
+    cscale = cv2.getFontScaleFromHeight(font, int(height * 0.13), 1)
+    (cw, ch), _ = cv2.getTextSize(caption, font, cscale, 1)
+    cv2.putText(plate, caption, ((width - cw) // 2, int(height * 0.08) + ch), font, cscale,
+                (40, 40, 170), 1, cv2.LINE_AA)
+    cv2.putText(plate, text, ((width - tw) // 2, int(height * 0.5 + th / 2) + height // 20),
+                font, scale, (90, 40, 20), thickness, cv2.LINE_AA)
+    return plate
+
+
+def _render_br(text: str, height: int) -> np.ndarray:
+    """Mercosur: white, black characters, a blue band with BRASIL across the top."""
+    font = cv2.FONT_HERSHEY_DUPLEX
+    width = round(height * 3.1)
+    plate = np.full((height, width, 3), 245, np.uint8)
+    band = int(height * 0.22)
+    cv2.rectangle(plate, (0, 0), (width - 1, band), (150, 60, 10), -1)
+    cv2.rectangle(plate, (1, 1), (width - 2, height - 2), (30, 30, 30), max(2, height // 24))
+    bscale = cv2.getFontScaleFromHeight(font, int(band * 0.6), 1)
+    (bw, bh), _ = cv2.getTextSize("BRASIL", font, bscale, 1)
+    cv2.putText(plate, "BRASIL", ((width - bw) // 2, (band + bh) // 2), font, bscale,
+                (250, 250, 250), 1, cv2.LINE_AA)
+    thickness = max(2, round(height / 15))
+    scale = cv2.getFontScaleFromHeight(font, int(height * 0.5), thickness)
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    y = band + (height - band + th) // 2
+    cv2.putText(plate, text, ((width - tw) // 2, y), font, scale, (10, 10, 10), thickness,
+                cv2.LINE_AA)
     return plate
 
 
@@ -165,7 +235,8 @@ class SyntheticSource:
             raise SourceError("synthetic run finished")
         if not self._opened:
             self._queue = list(self.options.plates) or (
-                [random_plate(self._rng) for _ in range(self.options.count)]
+                [random_style_plate(self._rng, self.options.style)
+                 for _ in range(self.options.count)]
                 if self.options.once else [])
             self._opened = True
 
@@ -202,12 +273,12 @@ class SyntheticSource:
             elif self.options.plates:
                 text = self.options.plates[self._next_id % len(self.options.plates)]
             else:
-                text = random_plate(self._rng)
+                text = random_style_plate(self._rng, self.options.style)
             color = tuple(int(v) for v in self._rng.choice(
                 [(40, 40, 160), (160, 90, 30), (200, 200, 200), (40, 40, 40), (30, 120, 40),
                  (20, 140, 200), (120, 120, 120)]))
             _, car_h = self.car_size
-            plate = render_plate(text, max(24, int(car_h * 0.16)))
+            plate = render_plate(text, max(24, int(car_h * 0.16)), self.options.style)
             self._cars.append(_Car(self._next_id, text, lane, index, color, plate))  # type: ignore[arg-type]
             self._next_id += 1
             self.generated.append(text)
@@ -285,3 +356,33 @@ class SyntheticSource:
         if x2 <= x1 or y2 <= y1:
             return
         img[y1:y2, x1:x2] = patch[y1 - y:y2 - y, x1 - x:x2 - x]
+
+
+def plate_scene(texts: list[str], style: str = "eu", plate_height: int = 48,
+                width: int = 1280, height: int = 720, seed: int = 0) -> Frame:
+    """One still frame: a car per plate, side by side, each with its plate (ground truth).
+
+    For tests of plate size and style: ``plate_height`` is the plate's height in
+    pixels (the characters are about half of it).
+    """
+    source = SyntheticSource(SyntheticOptions(width=width, height=height, seed=seed))
+    image = source._background.copy()
+    rng = random.Random(seed)
+    truth = []
+    slot = width // max(1, len(texts))
+    for k, text in enumerate(texts):
+        plate = render_plate(text, plate_height, style)
+        ph, pw = plate.shape[:2]
+        car_w = min(slot - 20, max(pw * 3, 120))
+        car_h = int(car_w * 0.55)
+        cx = slot * k + slot // 2
+        y = int(height * 0.62) - car_h // 2 + rng.randint(-20, 20)
+        x = cx - car_w // 2
+        color = rng.choice([(40, 40, 160), (160, 90, 30), (200, 200, 200), (40, 40, 40)])
+        cv2.rectangle(image, (x, y), (x + car_w, y + car_h), color, -1)
+        px, py = cx - pw // 2, y + car_h - ph - car_h // 10
+        SyntheticSource._blit(image, plate, px, py)
+        truth.append(SyntheticPlate(text=text, box=(px, py, px + pw, py + ph),
+                                    car_box=(x, y, x + car_w, y + car_h), car_id=k))
+    return Frame(image=image, index=1, wall_time=time.time(), monotonic=time.monotonic(),
+                 truth=truth)

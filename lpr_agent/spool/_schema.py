@@ -20,20 +20,24 @@ costs one small write per 1000 puts.) Only one ``Spool`` at a time puts into
 a file (an flock on ``<file>.writer``), so ids are committed in increasing
 order, which the fold below relies on.
 
-``lane_stats`` (items, bytes, waiting per lane; lane -1 = dead letters) and
+``lane_stats`` (items, bytes, waiting per lane; lane -1 = dead letters), ``seqs`` and
 ``counters`` are updated in the same transaction as every change, once per
 statement rather than per row, so ``stats()`` reads a handful of rows instead
 of counting. Puts are the exception, because a durable put must stay one
 INSERT: items with ``id`` above the watermark (``lane_stats`` row -2, column
 ``items``) are not in ``lane_stats`` yet; readers add that short tail (a rowid
 range scan), and ``maintain()`` folds it in about once a second. Every other
-change adjusts ``lane_stats`` only for rows at or below the watermark.
+change adjusts ``lane_stats`` only for rows at or below the watermark, and a
+transaction that deletes a row above it folds first (so ``seqs``, written by
+the fold, covers every row that is gone). ``seqs``, ``drop_events`` and
+``salvages`` came with version 2; ``CREATE TABLE IF NOT EXISTS`` adds them to a
+version 1 file at open.
 """
 
 from __future__ import annotations
 
 APPLICATION_ID = 0x4C505253  # "LPRS": marks a file as an lpr-agent spool
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: seqs, drop_events, salvages (added by CREATE IF NOT EXISTS)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -79,6 +83,34 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+
+-- Highest ``seq`` put per reading lane, at or below the fold watermark (see
+-- ledger.next_seqs); rows above it carry theirs in the payload.
+CREATE TABLE IF NOT EXISTS seqs (
+    lane INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO seqs(lane) VALUES (0), (2);
+
+-- One row per degradation step that dropped something, kept for
+-- ``drop_window_s``: what stats().drops_recent counts.
+CREATE TABLE IF NOT EXISTS drop_events (
+    at     REAL    NOT NULL,
+    reason TEXT    NOT NULL,
+    n      INTEGER NOT NULL
+);
+
+-- Corrupt files found at open and what was copied out of them; health
+-- reports an error while one is not acknowledged.
+CREATE TABLE IF NOT EXISTS salvages (
+    id           INTEGER PRIMARY KEY,
+    at           REAL    NOT NULL,
+    moved_to     TEXT    NOT NULL,
+    recovered    INTEGER NOT NULL,
+    lost         INTEGER NOT NULL,
+    error        TEXT    NOT NULL,
+    acknowledged REAL
+);
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

@@ -43,8 +43,9 @@ class SpoolConfig(BaseModel):
     min_free_disk_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=0,
-        description="free space wanted on the spool's filesystem; below it the spool "
-        "degrades as if over cap by the missing amount and gives the space back. 0 = off",
+        description="free space wanted on the spool's filesystem; below it the spool sheds "
+        "the missing amount once per shortage (images first, never the newest "
+        "shed_floor_items detections) and gives file space back. 0 = off",
     )
     disk_check_interval_s: float = Field(
         default=5.0,
@@ -90,6 +91,32 @@ class SpoolConfig(BaseModel):
         description="give file space back to the filesystem (incremental vacuum) once "
         "this many bytes of the file are unused; lower means a smaller file, but "
         "everyday churn then shrinks and regrows it (extra I/O)",
+    )
+    shed_floor_items: int = Field(
+        default=1000,
+        ge=0,
+        description="under disk pressure (free disk below min_free_disk_bytes, or a write "
+        "failing with disk full) the newest this many detections are never deleted (their "
+        "images may go, oldest first): the shortage may be other files' doing. The caps "
+        "max_items/max_bytes still apply to them",
+    )
+    drop_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="stats().drops_recent counts the readings shed within this many "
+        "seconds (health judges the recent window; stats().drops stays the lifetime total)",
+    )
+    corrupt_keep_files: int = Field(
+        default=3,
+        ge=0,
+        description="corrupt spool files moved aside (after their readable rows were "
+        "salvaged) are kept for forensics: at most this many, newest first",
+    )
+    corrupt_keep_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="... and at most this many bytes of them (with their WAL); older "
+        "copies are deleted so they cannot eat the free disk space",
     )
     busy_timeout_s: float = Field(
         default=10.0,

@@ -1,8 +1,10 @@
 """Connectivity check against an LPR server (``lpr-agent check``).
 
-Read-only towards the server's data: it registers the camera over Socket.IO
-(as the agent does on every connect; deployed servers forget it again when
-the connection closes) and never registers over REST (protocol.md quirk 8).
+Read-only towards the server's data unless asked: by default it connects over
+Socket.IO *without* ``camera_register`` (a registration shows up as a camera
+on a live server's dashboard) and pings; ``register=True`` also registers the
+camera, which tells the ack style. It never registers over REST (protocol.md
+quirk 8).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from lpr_agent.config import CameraIdentity
+from lpr_agent.identity import CameraIdentity
 from lpr_agent.uplink.config import UplinkConfig
 from lpr_agent.uplink.rest import RestLink
 from lpr_agent.uplink.sio import SioConnectError, SioLink
@@ -67,7 +69,16 @@ class CheckReport:
         }
 
 
-async def check_server(config: UplinkConfig, identity: CameraIdentity) -> CheckReport:
+class _UnregisteredLink(SioLink):
+    """A Socket.IO connection that skips ``camera_register`` (no camera appears)."""
+
+    async def _register(self) -> None:
+        return None
+
+
+async def check_server(
+    config: UplinkConfig, identity: CameraIdentity, *, register: bool = False
+) -> CheckReport:
     report = CheckReport(server_url=config.server_url)
     rest_auth: bool | None = None
     sio_auth: bool | None = None
@@ -91,19 +102,23 @@ async def check_server(config: UplinkConfig, identity: CameraIdentity) -> CheckR
     finally:
         await rest.close()
 
-    # Socket.IO: connect + camera_register (ack style) + ping/pong
+    # Socket.IO: connect (+ camera_register when asked: ack style) + ping/pong
     registration = {"camera_id": identity.camera_id, "checkpoint_id": identity.checkpoint_id}
-    link = SioLink(config, registration)
+    link = SioLink(config, registration) if register else _UnregisteredLink(config, registration)
+    step = "Socket.IO connect + camera_register" if register else "Socket.IO connect"
     t0 = time.perf_counter()
     try:
         await link.connect()
         ms = (time.perf_counter() - t0) * 1000
         sio_auth = True
-        report.ack_style = link.ack_style
-        style = ("acks carry the outcome (pipelined)" if link.ack_style == "outcome"
-                 else "empty acks, outcome in events (deployed server; one at a time)")
-        report.steps.append(CheckStep("Socket.IO connect + camera_register", True,
-                                      f"registered {identity.camera_id}; {style}", ms))
+        if register:
+            report.ack_style = link.ack_style
+            style = ("acks carry the outcome (pipelined)" if link.ack_style == "outcome"
+                     else "empty acks, outcome in events (deployed server; one at a time)")
+            detail = f"registered {identity.camera_id}; {style}"
+        else:
+            detail = "connected; not registered (--register also tests camera_register)"
+        report.steps.append(CheckStep(step, True, detail, ms))
         if link.server_hello is not None:
             report.steps.append(CheckStep("Socket.IO legacy 'connect' event", True,
                                           "tolerated (deployed-server quirk 5)"))
@@ -120,7 +135,7 @@ async def check_server(config: UplinkConfig, identity: CameraIdentity) -> CheckR
     except SioConnectError as exc:
         if exc.auth:
             sio_auth = False
-        report.steps.append(CheckStep("Socket.IO connect + camera_register", False, str(exc)))
+        report.steps.append(CheckStep(step, False, str(exc)))
     finally:
         await link.close()
 

@@ -35,8 +35,10 @@ class UplinkConfig(BaseModel):
     ack_timeout_s: float = Field(
         default=3.0,
         gt=0,
-        description="a Socket.IO message not acknowledged within this time means the link "
-        "is dead: the uplink switches to REST and reconnects in the background",
+        description="a Socket.IO message not acknowledged within this time (plus the time "
+        "the measured link rate needs for the bytes queued ahead of it, see "
+        "link_deadline_slack) means the link is dead: the uplink switches to REST and "
+        "reconnects in the background",
     )
     connect_timeout_s: float = Field(
         default=5.0,
@@ -54,6 +56,39 @@ class UplinkConfig(BaseModel):
         le=1024,
         description="Socket.IO messages in flight when the server acks with the outcome "
         "(deployed servers that ack with no data always get one at a time)",
+    )
+    link_queue_target_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="Socket.IO byte window: measured rate x (base round trip + this) + the "
+        "largest message, so the link stays busy while at most about this much data waits "
+        "in queues (a health snapshot or a ping is never stuck behind seconds of images)",
+    )
+    link_initial_window_kb: int = Field(
+        default=64,
+        ge=1,
+        description="Socket.IO byte window (KiB) on a new link, before the first ack measured "
+        "it (one message always fits, however large)",
+    )
+    link_max_window_kb: int = Field(
+        default=4096,
+        ge=16,
+        description="largest Socket.IO byte window (KiB), whatever the link measures",
+    )
+    link_min_rate_kbps: float = Field(
+        default=64.0,
+        gt=0,
+        description="slowest link rate (kbit/s) assumed when extending ack deadlines for the "
+        "bytes queued ahead of a message; the measured rate is used when higher",
+    )
+    link_deadline_slack: float = Field(
+        default=2.0,
+        ge=1,
+        le=10,
+        description="an ack may take ack_timeout_s + this x the time the measured rate "
+        "needs for the message and the bytes queued ahead of it, before the link counts "
+        "as dead",
     )
     rest_concurrency: int = Field(
         default=1,
@@ -92,13 +127,21 @@ class UplinkConfig(BaseModel):
         "REST works (deployed servers then refuse Socket.IO for the camera until they restart, "
         "protocol.md quirk 8, so not sooner)",
     )
+    keep_order: bool = Field(
+        default=True,
+        description="after a temporary server error (5xx) the message is resent, stop-and-wait, "
+        "before anything younger, however often it fails: readings reach the server in "
+        "creation order. The price: a message the server keeps failing blocks the ones behind "
+        "it until the spool dead-letters it ([spool] max_attempts, 0 = never) or the server "
+        "rejects it. false: after in_order_retries tries it waits out its own backoff and "
+        "younger readings pass it (logged)",
+    )
     in_order_retries: int = Field(
         default=3,
         ge=0,
         le=20,
-        description="a message the server answers with a temporary error (5xx) is resent "
-        "in creation order, with everything younger held back, this many times; after that "
-        "it waits out its own backoff in the spool so that it cannot block the rest forever",
+        description="only with keep_order = false: in-order resends of a message answered "
+        "with a temporary error before it waits out its own backoff in the spool",
     )
     poll_interval_s: float = Field(
         default=0.5,

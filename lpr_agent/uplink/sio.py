@@ -16,36 +16,43 @@ Two ack styles exist (protocol.md):
   which is only unambiguous with one message in flight.
 
 The style is learnt from the ``camera_register`` ack on every connect.
+
+How much is in flight, and how long an ack may take, is decided by the link's
+:class:`~lpr_agent.uplink.flow.FlowController` (byte window from the measured
+rate and round trip; deadlines that grow with the bytes queued ahead). A
+message the window has no room for waits here, not in python-socketio's send
+queue, so its deadline starts only when it is handed over (uplink README,
+"Slow links").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import socketio
 
-from lpr_agent.protocol import now_timestamp
+from lpr_agent.protocol import SOCKETIO_EVENTS, now_timestamp
 from lpr_agent.uplink.config import UplinkConfig
+from lpr_agent.uplink.flow import FlowController, FlowSettings
 from lpr_agent.uplink.outcome import Outcome, Verdict, classify_reply
+from lpr_agent.uplink.packet import PACKET_OVERHEAD, Packet, RawJSON
 from lpr_agent.uplink.rest import auth_headers, ssl_context
 from lpr_agent.uplink.stats import AckStyle
 
 log = logging.getLogger(__name__)
 
-# Spool kind -> Socket.IO event (protocol.md).
-SIO_EVENTS = {
-    "detection": "lpr_data",
-    "health": "health_status",
-    "registration": "camera_register",
-    "ping": "ping",  # probe of a link on probation when there is nothing to send
-}
+# Spool kind -> Socket.IO event (protocol.md), plus the ping that probes a link
+# on probation when there is nothing to send.
+SIO_EVENTS: dict[str, str] = {**SOCKETIO_EVENTS, "ping": "ping"}
 REPLY_EVENTS = ("lpr_response", "health_response", "camera_register", "error")
 _AUTH_WORDS = re.compile(r"unauthori|forbidden|token|auth|credential", re.IGNORECASE)
 
@@ -59,13 +66,29 @@ class SioConnectError(Exception):
         self.registration = registration
 
 
-class _Pending:
-    __slots__ = ("probe", "resolve", "sent_at")
+def flow_settings(config: UplinkConfig) -> FlowSettings:
+    """The flow controller's settings from ``[uplink]``."""
+    return FlowSettings(
+        base_timeout_s=config.ack_timeout_s,
+        min_rate_bps=config.link_min_rate_kbps * 1000.0,
+        initial_window_bytes=config.link_initial_window_kb * 1024,
+        max_window_bytes=config.link_max_window_kb * 1024,
+        queue_target_s=config.link_queue_target_s,
+        deadline_slack=config.link_deadline_slack,
+    )
 
-    def __init__(self, resolve: Callable[[Outcome], None], sent_at: float, probe: bool) -> None:
+
+class _Pending:
+    __slots__ = ("event", "nbytes", "probe", "raw", "resolve", "sent_at")
+
+    def __init__(self, resolve: Callable[[Outcome], None], probe: bool, event: str,
+                 raw: RawJSON, nbytes: int) -> None:
         self.resolve = resolve  # called exactly once: whoever pops it from _pending calls it
-        self.sent_at = sent_at
+        self.sent_at = 0.0  # 0 while it waits for room in the window
         self.probe = probe
+        self.event = event
+        self.raw: RawJSON | None = raw  # dropped once handed to python-socketio
+        self.nbytes = nbytes
 
 
 def _resolver(future: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:
@@ -74,43 +97,6 @@ def _resolver(future: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:
             future.set_result(outcome)
 
     return resolve
-
-
-_LEAF_TYPES = frozenset((str, int, float, bool, type(None)))
-
-
-class _Packet(socketio.packet.Packet):
-    """python-socketio's packet with a cheaper scan for binary attachments.
-
-    Every outgoing event is scanned for bytes before it is encoded; the stock
-    scan recurses through the payload building lists and calling
-    functools.reduce (~12 µs for a 1 KB detection, about 7 % of what sending
-    one costs). Same answer, iteratively, with a fast path for JSON leaves
-    (~2 µs). Installed through the documented ``serializer=`` argument.
-    """
-
-    @classmethod
-    def data_is_binary(cls, data: Any) -> bool:
-        stack = [data]
-        pop = stack.pop
-        extend = stack.extend
-        leaf = _LEAF_TYPES
-        while stack:
-            x = pop()
-            t = type(x)
-            if t in leaf:
-                continue
-            if t is dict:
-                extend(x.values())
-            elif t is list:
-                extend(x)
-            elif isinstance(x, (bytes, bytearray)):
-                return True
-            elif isinstance(x, dict):  # subclasses, as the stock scan accepts them
-                extend(x.values())
-            elif isinstance(x, list):
-                extend(x)
-        return False
 
 
 class SioLink:
@@ -127,6 +113,7 @@ class SioLink:
         on_dead: Callable[[str], None] | None = None,
         *,
         probation: bool = False,
+        flow: FlowController | None = None,
     ) -> None:
         self.config = config
         self.registration = registration
@@ -142,7 +129,18 @@ class SioLink:
         self.last_probe_at = 0.0
         self.server_hello: Any = None  # data of a deployed server's "connect" event
         self.register_reply: Any = None
-        self._pending: dict[int, _Pending] = {}  # in send order
+        self._pending: dict[int, _Pending] = {}  # in send order (waiting ones included)
+        # Pass the previous link's controller to keep what it learnt about the
+        # link (rate, round trip) across reconnects.
+        self.flow = flow or FlowController(flow_settings(config))
+        self.flow.reset()
+        # The controller may outlive this link: its keys carry the link's
+        # generation so that a late ack of the previous link cannot touch ours.
+        self._gen = self.flow.generation
+        self._pump_task: asyncio.Task[None] | None = None
+        self._waiting: deque[int] = deque()  # keys with no room in the window yet
+        self._pumping = False
+        self._typical = 1024.0  # moving average of message sizes, for ``window``
         self._sweep: asyncio.TimerHandle | None = None
         self._seq = 0
         self._last_reply: tuple[str, Any] | None = None
@@ -155,8 +153,19 @@ class SioLink:
 
     @property
     def window(self) -> int:
+        """Messages allowed in flight now: those in flight plus as many typical
+        messages as the byte window has room for (at most ``config.window``)."""
         # Legacy acks carry no id-matched outcome: one at a time.
-        return self.config.window if self.ack_style == "outcome" else 1
+        if self.ack_style != "outcome":
+            return 1
+        return self.flow.messages_allowed(int(self._typical), self.config.window)
+
+    def admits(self, nbytes: int) -> bool:
+        """True if one more message of ``nbytes`` (its JSON) fits the byte window
+        now; always True for the first message into an empty pipe."""
+        if self._waiting:
+            return False
+        return self.flow.admits(nbytes + PACKET_OVERHEAD)
 
     @property
     def in_flight(self) -> int:
@@ -223,7 +232,7 @@ class SioLink:
             http_session=self._http,
             logger=False,
             engineio_logger=False,
-            serializer=_Packet,
+            serializer=Packet,
         )
         self._install_handlers(self.client)
         auth = {"token": cfg.token} if cfg.token else None
@@ -295,6 +304,15 @@ class SioLink:
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.eio.disconnect(abort=True), 1.0)
+            # A refused connect leaves engine.io's read and write loops waiting
+            # on a dead socket (its disconnect returns at once): end them, or
+            # each refused attempt of a long auth outage keeps two tasks alive.
+            loops = [t for t in (client.eio.read_loop_task, client.eio.write_loop_task)
+                     if isinstance(t, asyncio.Task) and not t.done()]
+            for task in loops:
+                task.cancel()
+            if loops:
+                await asyncio.wait(loops, timeout=1.0)
 
     # --- sending -------------------------------------------------------------------
 
@@ -303,7 +321,7 @@ class SioLink:
         return sum(1 for p in self._pending.values() if p.probe)
 
     async def send(
-        self, kind: str, payload: dict[str, Any], *, probe: bool = False
+        self, kind: str, payload: dict[str, Any] | str, *, probe: bool = False
     ) -> asyncio.Future[Outcome]:
         """Emit one message; the returned future resolves with its outcome.
 
@@ -315,11 +333,15 @@ class SioLink:
         return future
 
     async def send_cb(
-        self, kind: str, payload: dict[str, Any], on_outcome: Callable[[Outcome], None], *,
-        probe: bool = False,
+        self, kind: str, payload: dict[str, Any] | str, on_outcome: Callable[[Outcome], None],
+        *, probe: bool = False,
     ) -> None:
         """Emit one message; ``on_outcome(outcome)`` is called exactly once, from
         the event loop (possibly before this returns, if the link is down).
+
+        ``payload`` is a dict or the stored JSON text (``str``), which is sent
+        as it is. A message the byte window has no room for waits inside the
+        link (see ``admits``) and goes out, in order, as acks make room.
 
         The drainer's path: it saves a future per message and the extra
         event-loop hop of that future's done-callback.
@@ -328,14 +350,34 @@ class SioLink:
         if not self.alive:
             on_outcome(Outcome(Verdict.LINK_DOWN, self.dead_reason or "not connected"))
             return
-        loop = self._loop or asyncio.get_running_loop()
+        if type(payload) is RawJSON:
+            raw = payload
+        elif isinstance(payload, str):
+            raw = RawJSON(payload)  # the spooled JSON text, as stored
+        else:
+            raw = RawJSON(json.dumps(payload, separators=(",", ":")))
+        nbytes = len(raw) + PACKET_OVERHEAD
+        self._typical += (nbytes - self._typical) / 8
         self._seq += 1
         key = self._seq
-        sent_at = time.monotonic()
-        self._pending[key] = _Pending(on_outcome, sent_at, probe)
-        if self._sweep is None:
-            self._sweep = loop.call_at(sent_at + self.config.ack_timeout_s, self._check_timeouts)
-        if probe:
+        pending = _Pending(on_outcome, probe, SIO_EVENTS[kind], raw, nbytes)
+        self._pending[key] = pending
+        if self._waiting or self._pumping or not self.flow.admits(nbytes):
+            # No room: wait here, where the clock of its deadline has not started.
+            self._waiting.append(key)
+            return
+        await self._emit(key, pending)
+
+    async def _emit(self, key: int, pending: _Pending) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        deadline = self.flow.on_send((self._gen, key), pending.nbytes)
+        pending.sent_at = sent_at = time.monotonic()
+        sweep = self._sweep
+        if sweep is None or sweep.when() > deadline:
+            if sweep is not None:
+                sweep.cancel()
+            self._sweep = loop.call_at(deadline, self._check_timeouts)
+        if pending.probe:
             self.last_probe_at = sent_at
         legacy = self.ack_style != "outcome"
 
@@ -343,6 +385,7 @@ class SioLink:
             pending = self._pending.pop(key, None)
             if pending is None:
                 return
+            self.flow.on_ack((self._gen, key))
             self.proven = True
             if args and isinstance(args[0], dict):
                 outcome = classify_reply(args[0])
@@ -353,15 +396,34 @@ class SioLink:
                 outcome = Outcome(Verdict.RETRY, "empty ack without a reply event", None,
                                   maybe_stored=True)
             pending.resolve(outcome)
+            if self._waiting and not self._pumping and self.alive:
+                self._pumping = True
+                self._pump_task = loop.create_task(self._pump())  # referenced: not GC-ed
 
         if legacy:
             self._last_reply = None
+        raw, pending.raw = pending.raw, None
         assert self.client is not None
         try:
-            await self.client.emit(SIO_EVENTS[kind], payload, callback=on_ack)
+            await self.client.emit(pending.event, raw, callback=on_ack)
         except Exception as exc:  # BadNamespaceError and transport errors
             self._fail(key, Outcome(Verdict.LINK_DOWN, f"emit failed: {exc!r}"))
             self._declare_dead(f"emit failed: {exc!r}")
+
+    async def _pump(self) -> None:
+        """Hand waiting messages over, in order, as acks make room."""
+        try:
+            waiting = self._waiting
+            while waiting and self.alive:
+                pending = self._pending.get(waiting[0])
+                if pending is None:  # failed meanwhile
+                    waiting.popleft()
+                    continue
+                if not self.flow.admits(pending.nbytes):
+                    return  # the next ack starts another pump
+                await self._emit(waiting.popleft(), pending)
+        finally:
+            self._pumping = False
 
     async def ping(self, timeout: float) -> Any:
         """Socket.IO ``ping`` -> ``pong`` (diagnostics)."""
@@ -381,24 +443,25 @@ class SioLink:
     # --- failure handling ------------------------------------------------------------
 
     def _check_timeouts(self) -> None:
-        # One timer for the whole window instead of one per message: the
-        # pending dict is in send order, so the oldest entry decides.
+        # One timer for the whole window instead of one per message, at the
+        # controller's next deadline.
         self._sweep = None
         loop = self._loop or asyncio.get_running_loop()
-        limit = self.config.ack_timeout_s
-        while self._pending:
-            key, pending = next(iter(self._pending.items()))
-            due = pending.sent_at + limit
-            if due > time.monotonic():  # the loop's clock too
-                self._sweep = loop.call_at(due, self._check_timeouts)
+        while self.alive:
+            flow_key = self.flow.overdue()
+            if flow_key is None:
+                when = self.flow.next_check()
+                if when is not None:
+                    self._sweep = loop.call_at(when, self._check_timeouts)
                 return
-            self._on_timeout(key)
+            self._on_timeout(flow_key[1])  # type: ignore[index]
 
     def _on_timeout(self, key: int) -> None:
         pending = self._pending.get(key)
         if pending is None:
+            self.flow.forget((self._gen, key))
             return
-        reason = f"no ack within {self.config.ack_timeout_s:g} s"
+        reason = f"no ack within {time.monotonic() - pending.sent_at:.1f} s"
         if pending.probe and self.proven:
             # An early probe lost while the server was still stuck; later ones
             # were acked, so the link itself is fine.
@@ -406,10 +469,12 @@ class SioLink:
                                     maybe_stored=True))
             return
         self.timed_out = True
+        self.flow.distrust()  # frozen server or a far slower link: measure afresh
         self._declare_dead(reason)
 
     def _fail(self, key: int, outcome: Outcome) -> None:
         pending = self._pending.pop(key, None)
+        self.flow.forget((self._gen, key))
         if pending is None:
             return
         pending.resolve(outcome)
@@ -422,9 +487,13 @@ class SioLink:
             self._sweep = None
         if self.dead_reason is None:
             self.dead_reason = reason
-        # Every message still waiting has an unknown outcome: it may have been
+        # Every message handed over has an unknown outcome: it may have been
         # stored. Hand them back now rather than after their own timeouts.
+        # Those still waiting for room were never sent.
+        waiting = set(self._waiting)
+        self._waiting.clear()
         for key in list(self._pending):
-            self._fail(key, Outcome(Verdict.LINK_DOWN, f"Socket.IO {reason}", maybe_stored=True))
+            self._fail(key, Outcome(Verdict.LINK_DOWN, f"Socket.IO {reason}",
+                                    maybe_stored=key not in waiting))
         if was_alive and notify and self.on_dead is not None:
             self.on_dead(reason)

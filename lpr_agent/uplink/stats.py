@@ -45,9 +45,12 @@ class LatencyWindow:
 
     def __init__(self, size: int = 2048) -> None:
         self._values: deque[float] = deque(maxlen=size)
+        self.mean_s: float | None = None  # moving average (cheap, for sizing)
 
     def add(self, seconds: float) -> None:
         self._values.append(seconds)
+        mean = self.mean_s
+        self.mean_s = seconds if mean is None else mean + (seconds - mean) / 16
 
     def percentile(self, q: float) -> float | None:
         if not self._values:

@@ -26,6 +26,7 @@ import pytest
 from tests.daemon.agent_process import AgentProcess
 from tests.daemon.test_agent import config_text
 from tests.helpers.stub_process import StubProcess
+from tests.uplink.order import first_difference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -98,6 +99,19 @@ def test_kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice(
         # nothing invented: extras only from kills between put and its log line
         extra = set(stored) - set(spooled)
         assert len(extra) <= kills, len(extra)
+        # Exact order, no tolerance (no 5xx here): each restart resends the
+        # oldest unacknowledged reading first, so first arrivals are in
+        # creation order; the camera's listing (by seq) is creation order,
+        # with gap-free seqs across all the kills.
+        logged = set(spooled)
+        arrived = [e for e in stored if e in logged]
+        assert arrived == spooled, first_difference(spooled, arrived)
+        listed = stub.records(camera_id="cam_t")
+        assert len(listed) == len(records)
+        seqs = [r.get("seq") for r in listed]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq not gap-free"
+        by_seq = [r.get("event_id") for r in listed if r.get("event_id") in logged]
+        assert by_seq == spooled, first_difference(spooled, by_seq)
         print(f"kill -9: {kills} kills ({killed_ready} after READY), {len(spooled)} readings "
               f"spooled, {len(stored)} stored, {len(extra)} stored but killed before logging")
         # the kills hit both start-up and running agents, with readings in flight

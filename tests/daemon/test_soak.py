@@ -4,7 +4,8 @@ On a fixed schedule the stub is restarted, frozen (SIGSTOP) and made to answer
 500. At the end the camera is switched off with a SIGHUP reload, the agent
 drains, and every reading the agent spooled (ground truth: its DEBUG line
 ``spooled detection event_id=...``, written once ``spool.put`` returned) must
-be at the stub exactly once and in the order it was spooled; the agent's RSS
+be at the stub exactly once and in the order it was spooled (exactly: see
+``tests/uplink/order.py``); the agent's RSS
 may not have grown more than 5 % from after warm-up to the end.
 
 CI size: 60 s; ``LPR_SOAK_SCALE=10`` makes it 10 minutes.
@@ -25,6 +26,11 @@ import pytest
 from tests.daemon.agent_process import AgentProcess
 from tests.daemon.test_agent import config_text
 from tests.helpers.stub_process import StubProcess
+from tests.uplink.order import (
+    assert_arrival_stop_and_wait,
+    assert_listing_in_creation_order,
+    retried_event_ids,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -88,6 +94,7 @@ def test_soak_with_server_restarts_freezes_and_500s(tmp_path: Path) -> None:
 
         spooled = SPOOLED.findall(log_path.read_text(errors="replace"))
         stored = [r.get("event_id") for r in stub.records() if r.get("camera_id") == "cam_t"]
+        listed = stub.records(camera_id="cam_t")
         assert set(faults_done) >= {"restart", "freeze", "500"}, faults_done
         assert len(spooled) >= DURATION / 10, f"only {len(spooled)} readings in {DURATION}s"
         # exactly once
@@ -95,14 +102,13 @@ def test_soak_with_server_restarts_freezes_and_500s(tmp_path: Path) -> None:
         assert set(stored) == set(spooled), (
             f"lost: {len(set(spooled) - set(stored))}, unknown: {len(set(stored) - set(spooled))}"
         )
-        # In order: the server received them in the order they were spooled,
-        # except that a reading resent after an injected 500 may still be
-        # overtaken by the few readings behind it (a known limit, see the
-        # uplink's in_order_retries): no reading moves by more than the
-        # number of injected failures.
-        position = {event_id: i for i, event_id in enumerate(spooled)}
-        moved = max(abs(position[e] - i) for i, e in enumerate(stored))
-        assert moved <= FAILS_PER_FAULT, _first_difference(spooled, stored)
+        # Exact order, no tolerance. Arrival: stop-and-wait after every
+        # failure, so a reading that never got a 5xx is overtaken by nothing
+        # (only readings already in flight when a 5xx came back can pass the
+        # failed one). The camera's listing by seq: creation order itself.
+        log_lines = log_path.read_text(errors="replace").splitlines()
+        assert_arrival_stop_and_wait(stored, spooled, retried_event_ids(log_lines))
+        assert_listing_in_creation_order(listed, spooled)
 
         # memory: after warm-up (first third) to the end, at most 5 % growth
         warm = [r for t, r in rss if DURATION / 3 <= t < DURATION / 3 + max(5, DURATION / 10)]
@@ -110,9 +116,3 @@ def test_soak_with_server_restarts_freezes_and_500s(tmp_path: Path) -> None:
         base, last = statistics.median(warm), statistics.median(end)
         assert last <= base * 1.05, f"RSS grew {100 * (last / base - 1):.1f} % ({base} -> {last})"
 
-
-def _first_difference(expected: list[str], got: list[str]) -> str:
-    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
-        if a != b:
-            return f"order differs at #{i} of {len(expected)}: spooled {a}, stored {b}"
-    return f"lengths differ: spooled {len(expected)}, stored {len(got)}"

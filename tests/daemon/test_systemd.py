@@ -264,3 +264,46 @@ def test_bad_config_fails_once_with_78_and_no_restart_loop(ct: Container) -> Non
     finally:
         ct.write("/etc/lpr-agent/agent.toml", CONFIG)
         ct.run("systemctl", "reset-failed", UNIT, check=False)
+
+
+def _system_health(ct: Container) -> dict | None:
+    r = ct.run(str(VENV / "bin" / "lpr-agent"), "status", "--json", "--config",
+               "/etc/lpr-agent/agent.toml", check=False)
+    try:
+        info = json.loads(r.stdout)
+    except ValueError:
+        return None
+    for h in (info.get("daemon") or {}).get("health", []):
+        if h["component"] == "system":
+            return h | {"health_at": info["daemon"]["health_at"]}
+    return None
+
+
+def test_clock_check_works_under_the_hardened_unit(ct: Container) -> None:
+    """ProtectClock= blocks adjtimex (the @clock set): the agent must still know."""
+    _ensure_running(ct)
+    flag = "/run/systemd/timesync/synchronized"
+    ct.run("rm", "-f", flag)
+    since = time.time()
+    health = _wait(lambda: (h := _system_health(ct)) and h["health_at"] > since + 1 and h,
+                   60, "a system health report")
+    details = health["details"]
+    # adjtimex is refused under the unit (EPERM), so the answer came another way ...
+    print(f"clock under the unit: {details['clock_sync']} via {details['clock_source']}")
+    assert details["clock_source"] != "adjtimex", details
+    # ... and agrees with what root sees through timedated (when the container has it)
+    r = ct.run("timedatectl", "show", "-p", "NTPSynchronized", "--value", check=False)
+    expected = {"yes": "synchronized", "no": "unsynchronized"}.get(r.stdout.strip(), "unknown")
+    assert details["clock_sync"] == expected, (details, r.stdout, r.stderr)
+    # timesyncd's flag file (a camera running systemd-timesyncd) is read under the unit
+    ct.run("mkdir", "-p", "-m", "0755", "/run/systemd/timesync")
+    ct.run("touch", flag)
+    try:
+        since = time.time()
+        health = _wait(lambda: (h := _system_health(ct)) and h["health_at"] > since + 1 and h,
+                       60, "a system health report after the flag")
+        assert health["details"]["clock_sync"] == "synchronized"
+        assert health["details"]["clock_source"] == "timesyncd"
+        assert "clock" not in health["message"]
+    finally:
+        ct.run("rm", "-f", flag)

@@ -121,3 +121,24 @@ def test_cli_detect_on_a_video_gives_one_result_per_vehicle(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [r["ocr_results"] for r in results] == [["KD482TR"], ["BXR5M27"]]
+
+
+def test_stats_never_carry_the_camera_password(reader: PlateReader) -> None:
+    # Pipeline stats travel to the server in every camera health report.
+    pipeline = DetectionPipeline(
+        SourceConfig(url="rtsp://admin:s3cret@127.0.0.1:9/stream", reconnect_initial_s=0.1,
+                     reconnect_max_s=0.2, read_timeout_s=1),
+        DetectorConfig(), CameraIdentity(), lambda r: None, reader=reader,
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=pipeline.run, args=(stop,))
+    worker.start()
+    try:
+        time.sleep(0.5)
+        stats = pipeline.stats()
+    finally:
+        stop.set()
+        worker.join(10)
+    assert "s3cret" not in json.dumps(stats.as_dict())
+    assert "s3cret" not in str(stats.source_error)
+    assert stats.source_url.startswith("rtsp://") and "127.0.0.1:9/stream" in stats.source_url

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lpr_agent.detect.av_source import AvSource
 from lpr_agent.detect.config import SourceConfig
 from lpr_agent.detect.sources import (
     CaptureSource,
@@ -34,7 +35,10 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyp
 def test_open_source_picks_the_kind_from_the_url(tmp_path: Path) -> None:
     assert isinstance(open_source(SourceConfig(url="synthetic:?seed=3")), SyntheticSource)
     assert isinstance(open_source(SourceConfig(url=str(tmp_path))), FolderSource)
-    for url in ("rtsp://cam/stream", "http://cam/video.mjpg", "/dev/video0", "v4l2:0"):
+    for url in ("rtsp://cam/stream", "RTSPS://cam:322/stream"):
+        rtsp = open_source(SourceConfig(url=url))
+        assert isinstance(rtsp, AvSource) and rtsp.live  # follows in-stream size changes
+    for url in ("http://cam/video.mjpg", "/dev/video0", "v4l2:0"):
         source = open_source(SourceConfig(url=url))
         assert isinstance(source, CaptureSource) and source.live
     video = open_source(SourceConfig(url=str(tmp_path / "clip.mp4")))

@@ -212,26 +212,34 @@ class StubProcess:
         return self.request("POST", path, **kwargs)
 
     def records(self, **filters: Any) -> list[dict[str, Any]]:
-        """Every stored detection, oldest first (``camera_id=``, ``images=1`` ...)."""
-        r = self.get("/api/records", params={"limit": 1_000_000, **filters}, timeout=60)
-        r.raise_for_status()
-        return r.json()["records"]
+        """Every stored detection (``camera_id=``, ``images=1`` ...), read page by page.
+
+        Arrival order; with ``camera_id``, the camera's creation order (``seq``).
+        """
+        return self._all("/api/records", filters, 100 if filters.get("images") else 1000)
 
     def health_records(self, **filters: Any) -> list[dict[str, Any]]:
-        r = self.get("/api/health_records", params={"limit": 1_000_000, **filters}, timeout=60)
-        r.raise_for_status()
-        return r.json()["records"]
+        return self._all("/api/health_records", filters, 1000)
+
+    def _all(self, path: str, filters: dict[str, Any], page: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {**filters, "limit": page, "after": 0}  # 0: the start
+        while True:
+            r = self.get(path, params=params, timeout=60)
+            r.raise_for_status()
+            body = r.json()
+            out += body["records"]
+            if not body["has_more"]:
+                return out
+            params["after"] = body["next_cursor"]
 
     def faults(self, **settings: Any) -> dict[str, Any]:
         """Merge fault settings (needs ``--faults``); no arguments = just read them."""
-        if settings:
-            r = requests.post(self.url + "/admin/faults", json=settings, timeout=10)
-        else:
-            r = requests.get(self.url + "/admin/faults", timeout=10)
+        r = self.post("/admin/faults", json=settings) if settings else self.get("/admin/faults")
         r.raise_for_status()
         return r.json()
 
     def reset_faults(self) -> dict[str, Any]:
-        r = requests.delete(self.url + "/admin/faults", timeout=10)
+        r = self.request("DELETE", "/admin/faults")
         r.raise_for_status()
         return r.json()

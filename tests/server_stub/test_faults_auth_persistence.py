@@ -168,9 +168,9 @@ def test_everything_survives_a_restart(tmp_path, cam: str) -> None:
         # de-duplication also survives the restart
         again = s.post("/api/detection", json=detection(cam, "chk-P", event_id=eid)).json()
         assert again["duplicate"] is True and again["detection_id"] == first["detection_id"]
-        # sequence numbers keep increasing
+        # arrival numbers keep increasing
         s.post("/api/detection", json=detection(cam, "chk-P"))
-        seqs = [r["seq"] for r in s.records()]
+        seqs = [r["arrival_seq"] for r in s.records()]
         assert seqs == sorted(seqs) and len(set(seqs)) == 2
 
 

@@ -64,7 +64,8 @@ def test_register_detection_health_and_listings(stub: StubProcess, cam: str) -> 
     assert record["vehicles_count"] == 1 and record["plates_count"] == 1
     assert record["extra_field"] == "kept"  # unknown fields are kept
     assert record["channel"] == "rest"
-    assert isinstance(record["seq"], int) and record["received_at"]
+    assert isinstance(record["arrival_seq"], int) and record["received_at"]
+    assert record["seq"] is None  # the client sent none
 
     [hrec] = stub.health_records(camera_id=cam)
     assert hrec["health_id"] == health_id and hrec["status"] == "warning"
@@ -111,7 +112,7 @@ def test_records_newest_n_oldest_first_and_filters(stub: StubProcess, cam: str) 
     assert body["total_count"] == 5
     assert body["returned_count"] == 3
     assert [r["detection_id"] for r in body["records"]] == ids[2:]
-    seqs = [r["seq"] for r in body["records"]]
+    seqs = [r["arrival_seq"] for r in body["records"]]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert stub.get("/api/records", params={"limit": "x"}).status_code == 400
     assert stub.get("/api/records", params={"limit": -1}).status_code == 400

@@ -43,7 +43,7 @@ def detection(i: int = 0, *, image_bytes: int = 0, plates: int = 1) -> dict[str,
         "ocr_results": [f"ABC{i:04d}"],
         "vehicle_detections": [{"bbox": [1, 2, 3, 4], "confidence": 0.9, "class": "car"}],
         "plate_detections": [{"bbox": [1, 2, 3, 4], "confidence": 0.8, "text": f"ABC{i:04d}"}],
-        "seq": i,
+        "n": i,  # the test's own index ("seq" is the spool's)
     }
     if image_bytes:
         img = base64.b64encode(os.urandom(image_bytes)).decode()
@@ -61,14 +61,14 @@ def health(i: int = 0, component: str = "camera", status: str = "healthy") -> di
         "timestamp": "2026-11-25T10:00:00.000+00:00",
         "component": component,
         "status": status,
-        "details": {"seq": i},
-        "seq": i,
+        "details": {"n": i},
+        "n": i,
     }
 
 
 def registration(i: int = 0) -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "camera_id": "camera_001",
-            "checkpoint_id": "checkpoint_001", "seq": i}
+            "checkpoint_id": "checkpoint_001", "n": i}
 
 
 PAYLOADS: dict[Kind, Callable[[int], dict[str, Any]]] = {

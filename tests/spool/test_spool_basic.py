@@ -245,3 +245,12 @@ def test_ack_stays_exact_when_leased_items_changed_or_vanished(spool_factory) ->
     spool.ack([i.id for i in leased[3:]] + [put[3]])  # a duplicate id, too
     assert spool.stats().items == 0
     assert spool.check_counts() == {}
+
+
+def test_close_checkpoints_and_removes_the_wal_after_stats(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    spool = Spool.open(config(path))
+    spool.put(Kind.DETECTION, detection())
+    spool.stats()  # opens the second (read) connection
+    spool.close()
+    assert not path.with_name("s.db-wal").exists()

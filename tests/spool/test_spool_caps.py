@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from lpr_agent.spool import Kind
@@ -90,9 +91,11 @@ def test_item_cap_is_enforced_on_put_without_waiting_for_the_timer(spool_factory
 
 
 def test_low_free_disk_triggers_the_same_degradation(spool_factory) -> None:
-    # A threshold above any real disk: the spool sheds everything it may, in
-    # order, and counts each step (the only deterministic setting on a shared disk).
-    spool = spool_factory(min_free_disk_bytes=2**62, disk_check_interval_s=3600)
+    # A threshold above any real disk: with no floor the spool sheds everything
+    # it may, in order, and counts each step (the only deterministic setting on
+    # a shared disk).
+    spool = spool_factory(min_free_disk_bytes=2**62, disk_check_interval_s=3600,
+                          shed_floor_items=0)
     spool.put_many([(Kind.DETECTION, detection(i, image_bytes=500)) for i in range(10)])
     spool.put_many([(Kind.HEALTH, health(i)) for i in range(5)])
     spool.maintain(force_disk_check=True)
@@ -150,3 +153,71 @@ def test_a_full_disk_on_put_degrades_and_the_put_succeeds(spool_factory) -> None
     assert d["images_dropped"] > 0 and d["detections_dropped"] == 0
     assert spool.get(put[0]).payload["images_dropped"] is True  # the oldest lost images
     assert spool.check_counts() == {}
+
+
+class FakeDisk:
+    """``shutil.disk_usage`` of a disk that other files have filled: free space
+    is ``free`` plus whatever the spool file gave back since."""
+
+    def __init__(self, spool_path: Path, free: int) -> None:
+        self.path, self.free, self.size0 = spool_path, free, spool_path.stat().st_size
+
+    def __call__(self, _where: object) -> shutil._ntuple_diskusage:
+        free = self.free + max(0, self.size0 - self.path.stat().st_size)
+        return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+
+
+def test_low_disk_sheds_only_the_deficit_images_first(spool_factory, monkeypatch) -> None:
+    spool = spool_factory(min_free_disk_bytes=10**9, disk_check_interval_s=3600,
+                          vacuum_min_free_bytes=0)
+    spool.put_many([(Kind.DETECTION, detection(i, image_bytes=3000)) for i in range(40)])
+    before = spool.stats().bytes
+    deficit = 20_000
+    monkeypatch.setattr(shutil, "disk_usage", FakeDisk(spool.path, 10**9 - deficit))
+    spool.maintain(force_disk_check=True)
+    d = drops(spool)
+    shed = before - spool.stats().bytes
+    # Enough images to cover the deficit (each frees ~5 KB), no more than one over.
+    assert deficit <= shed < deficit + 6000
+    assert 0 < d["images_dropped"] < 40 and d["detections_dropped"] == 0
+    # Checked again while the disk is as short as before: the space shed is
+    # freed inside the file (or given back), so nothing more goes.
+    spool.maintain(force_disk_check=True)
+    assert drops(spool) == d
+
+
+def test_low_disk_never_sheds_the_newest_readings(spool_factory, monkeypatch) -> None:
+    # Another program filled the disk: the spool cannot free the deficit, and
+    # must not empty itself trying. The newest shed_floor_items stay (their
+    # images may go, oldest first).
+    spool = spool_factory(min_free_disk_bytes=10**9, disk_check_interval_s=3600,
+                          shed_floor_items=5)
+    payloads = [detection(i, image_bytes=500) for i in range(20)]
+    spool.put_many([(Kind.DETECTION, p) for p in payloads])
+    monkeypatch.setattr(shutil, "disk_usage", FakeDisk(spool.path, 1000))
+    for _ in range(3):  # every check finds the disk as full as before
+        spool.maintain(force_disk_check=True)
+    left = spool.list_items(100)
+    assert [i.event_id for i in left] == [p["event_id"] for p in payloads[-5:]]
+    assert drops(spool)["detections_dropped"] == 15
+    assert all(i.payload["ocr_results"] == [f"ABC{15 + k:04d}"] for k, i in enumerate(left))
+    # The caps are the operator's: they still apply below the floor.
+    spool.config.max_items = 2
+    spool.maintain()
+    assert spool.stats().items == 1
+
+
+def test_recent_drops_are_counted_in_a_window_and_the_total_kept(spool_factory, clock) -> None:
+    spool = spool_factory(clock=clock, max_items=10, degrade_to=0.5, drop_window_s=600,
+                          maintenance_interval_s=3600)
+    spool.put_many([(Kind.DETECTION, detection(i)) for i in range(11)])
+    spool.maintain()
+    st = spool.stats()
+    assert st.drops["detections_dropped"] == 6 and st.drops_recent["detections_dropped"] == 6
+    assert st.last_drop_at == {"detections_dropped": clock.now} and st.drops_window_s == 600
+    clock.advance(601)
+    spool.maintain()  # prunes the window's table, keeps the last time
+    st = spool.stats()
+    assert st.drops["detections_dropped"] == 6  # the lifetime counter stays
+    assert st.drops_recent["detections_dropped"] == 0  # health can recover
+    assert st.last_drop_at == {"detections_dropped": clock.now - 601}

@@ -57,7 +57,8 @@ def test_list_show_requeue_purge(spool_file, capsys) -> None:
 
     code, out, _ = run(capsys, "show", "--spool", str(path), str(put[0]))
     shown = json.loads(out)
-    assert code == 0 and shown["state"] == "dead" and shown["payload"]["seq"] == 0
+    assert code == 0 and shown["state"] == "dead" and shown["payload"]["n"] == 0
+    assert shown["payload"]["seq"] == 1  # the first detection put
     code, out, err = run(capsys, "show", "--spool", str(path), "999999")
     assert code == 1 and "no item" in err
 
@@ -110,3 +111,27 @@ def test_cli_runs_as_a_separate_process_while_the_daemon_holds_the_spool(spool_f
         assert put[0] in [i.id for i in daemon.lease(10)]
     finally:
         daemon.close()
+
+
+def test_salvage_is_reported_until_acknowledged(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "spool.db"
+    spool = Spool.open(config(path))
+    spool.put_many([(Kind.DETECTION, detection(i, image_bytes=300)) for i in range(200)])
+    spool.close()
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.seek(size // 3)
+        f.write(b"\xff\x13" * (size // 6))
+    # A guest never salvages: it reports the corruption and leaves the file.
+    code, _, err = run(capsys, "--spool", str(path), "stats")
+    assert code == 3 and "corrupt" in err
+    Spool.open(config(path)).close()  # the daemon's open salvages
+    code, out, _ = run(capsys, "--spool", str(path), "stats")
+    assert code == 0 and "salvaged" in out and "ack-salvage" in out
+    code, out, _ = run(capsys, "--spool", str(path), "stats", "--json")
+    [report] = json.loads(out)["salvages"]
+    assert report["recovered"] > 0 and report["recovered"] + report["lost"] == 200
+    code, out, _ = run(capsys, "ack-salvage", "--spool", str(path))
+    assert code == 0 and "acknowledged 1" in out
+    code, out, _ = run(capsys, "--spool", str(path), "stats", "--json")
+    assert json.loads(out)["salvages"] == []

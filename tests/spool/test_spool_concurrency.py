@@ -127,3 +127,36 @@ def test_only_one_producer_per_spool_file(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_release_and_stats_do_not_wait_for_a_commit_in_progress(tmp_path: Path) -> None:
+    # The uplink calls release() and stats() from its event loop; a put or an
+    # ack holds the spool's lock through its fsync (a slow SD card: tens of
+    # ms). Hold that lock in another thread: both must still return.
+    spool = Spool.open(config(tmp_path / "s.db"))
+    spool.put_many([(Kind.DETECTION, detection(i)) for i in range(10)])
+    items = spool.lease(5)
+    holding, release_lock = threading.Event(), threading.Event()
+
+    def committer() -> None:
+        with spool._lock:  # what put/ack hold while SQLite fsyncs
+            holding.set()
+            release_lock.wait(30)
+
+    t = threading.Thread(target=committer)
+    t.start()
+    results: list[object] = []
+    try:
+        assert holding.wait(10)
+        caller = threading.Thread(target=lambda: results.extend([
+            spool.release([items[0].id]), spool.stats()]))
+        caller.start()
+        caller.join(5)
+        assert not caller.is_alive(), "release()/stats() waited for the commit's lock"
+    finally:
+        release_lock.set()
+        t.join()
+    st = results[1]
+    assert st.items == 10 and st.in_flight == 4  # type: ignore[attr-defined]
+    assert [i.id for i in spool.lease(1)] == [items[0].id]  # released: ready again
+    spool.close()

@@ -1,5 +1,5 @@
 """Model-based test: random put / lease / ack / nack / release / dead-letter / reopen
-against an in-memory model; order and contents must always agree."""
+against an in-memory model; order, contents and ``seq`` must always agree."""
 
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ class SpoolMachine(RuleBasedStateMachine):
         self.spool = Spool.open(self.cfg, clock=self.clock, rng=self.rng)
         self.model = Model()
         self.counter = 0
+        # seq: per kind of reading, gap-free in put order, across restarts.
+        self.next_seq = {Kind.DETECTION: 1, Kind.HEALTH: 1}
 
     def teardown(self) -> None:
         if hasattr(self, "spool"):
@@ -68,6 +70,13 @@ class SpoolMachine(RuleBasedStateMachine):
     def _payload(self, kind: Kind) -> dict[str, Any]:
         self.counter += 1
         return PAYLOADS[kind](self.counter)
+
+    def _numbered(self, kind: Kind, payload: dict[str, Any]) -> None:
+        if kind is Kind.REGISTRATION:
+            assert "seq" not in payload
+            return
+        assert payload["seq"] == self.next_seq[kind]
+        self.next_seq[kind] += 1
 
     def _leased(self) -> list[int]:
         now = self.clock.now
@@ -98,6 +107,7 @@ class SpoolMachine(RuleBasedStateMachine):
         item_id = self.spool.put(kind, payload)
         assert item_id not in self.model.items and item_id not in self.model.dead
         assert all(item_id > i for i in self.model.items)  # ids only grow
+        self._numbered(kind, payload)
         self.model.items[item_id] = M(kind, payload)
 
     @rule(kinds=st.lists(KINDS, min_size=0, max_size=6))
@@ -106,6 +116,7 @@ class SpoolMachine(RuleBasedStateMachine):
         new = self.spool.put_many(payloads)
         assert len(new) == len(kinds) and new == sorted(new)
         for item_id, (k, p) in zip(new, payloads, strict=True):
+            self._numbered(k, p)
             self.model.items[item_id] = M(k, p)
 
     @rule(limit=st.integers(0, 8),
@@ -212,6 +223,7 @@ class SpoolMachine(RuleBasedStateMachine):
             1 for m in self.model.items.values() if m.wait_until is not None)
         assert st_.dead_letters == len(self.model.dead)
         assert st_.bytes == sum(i.size for i in listed)
+        assert st_.next_seq == {k.value: n for k, n in self.next_seq.items()}
         assert self.spool.check_counts() == {}
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+from lpr_agent.identity import CameraIdentity
 from lpr_agent.spool import Kind
+from lpr_agent.uplink import Uplink, UplinkConfig
 from tests.uplink.conftest import (
+    CAMERA,
     assert_exactly_once,
     fast_config,
     new_health,
@@ -24,6 +29,7 @@ def test_drains_over_socketio_with_outcome_acks(stub, spool, run_uplink):
     assert st.last_ack_at is not None and st.ack_latency_p50_ms is not None
     recs = stub.records()
     assert_exactly_once(recs, ids)
+    assert [r["event_id"] for r in recs] == ids  # creation order, in arrival order
     assert {r["channel"] for r in recs} == {"socketio"}
     # Each new put wakes the uplink at once (listener), not on the next poll.
     hid = new_health(1)
@@ -43,6 +49,7 @@ def test_rest_only_when_socketio_blocked(stub, spool, run_uplink):
     assert st.channel == "rest" and not st.connected
     recs = stub.records()
     assert_exactly_once(recs, ids)
+    assert [r["event_id"] for r in recs] == ids  # creation order, in arrival order
     assert {r["channel"] for r in recs} == {"rest"}
     up.stop()
 
@@ -77,3 +84,16 @@ def test_health_jumps_the_queue_on_a_slow_link(stub, spool, run_uplink):
     # a free slot (<= 0.5 s) plus its own 0.5 s, plus slack for a busy machine
     assert took < 1.6, f"health waited {took:.2f}s behind leased detections"
     up.stop()
+
+
+def test_token_over_plain_http_is_warned_about_once_at_start(spool, caplog):
+    caplog.set_level(logging.WARNING, logger="lpr_agent.uplink")
+    identity = CameraIdentity(camera_id=CAMERA)
+    Uplink(UplinkConfig(server_url="http://lpr:8765", token="s3cret"), identity, spool)
+    warned = [m for m in caplog.messages if "without TLS" in m]
+    assert len(warned) == 1 and "http://lpr:8765" in warned[0]
+    assert "s3cret" not in warned[0]
+    caplog.clear()
+    Uplink(UplinkConfig(server_url="https://lpr:8765", token="s3cret"), identity, spool)
+    Uplink(UplinkConfig(server_url="http://lpr:8765"), identity, spool)
+    assert not [m for m in caplog.messages if "without TLS" in m]

@@ -6,6 +6,7 @@ Real stub process, real sockets, real spool; faults through the stub's
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,6 +15,7 @@ import pytest
 from lpr_agent.spool import Kind
 from tests.helpers.stub_process import StubProcess
 from tests.uplink.conftest import (
+    CAMERA,
     assert_exactly_once,
     fast_config,
     new_detection,
@@ -22,6 +24,20 @@ from tests.uplink.conftest import (
     spool_empty,
     wait_until,
 )
+from tests.uplink.order import (
+    assert_arrival_stop_and_wait,
+    assert_listing_in_creation_order,
+    first_difference,
+    retried_event_ids,
+)
+
+
+def assert_exact_order(stub: StubProcess, ids: list[str]) -> None:
+    """No 5xx in the test: arrival is creation order itself, and so is the
+    camera's listing by seq."""
+    arrived = [r["event_id"] for r in stub.records()]
+    assert arrived == ids, first_difference(ids, arrived)
+    assert_listing_in_creation_order(stub.records(camera_id=CAMERA), ids)
 
 
 def _producer(spool, n: int, every_s: float) -> tuple[threading.Thread, list[str]]:
@@ -61,11 +77,14 @@ def test_server_down_at_start_then_up_in_creation_order(tmp_path, spool, run_upl
         wait_until(lambda: spool_empty(spool), 30, "backlog drained after the server came up")
         recs = stub.records()
         healths = stub.health_records()
+        listed = stub.records(camera_id=CAMERA)
     assert_exactly_once(recs, det_ids)
     assert_exactly_once(healths, health_ids)
-    # Creation order per kind: the stub's arrival sequence follows the spool.
-    assert [r["event_id"] for r in sorted(recs, key=lambda r: r["seq"])] == det_ids
-    assert [h["event_id"] for h in sorted(healths, key=lambda h: h["seq"])] == health_ids
+    # Creation order per kind, in arrival order itself (the stub lists in
+    # arrival order without a camera filter).
+    assert [r["event_id"] for r in recs] == det_ids
+    assert [h["event_id"] for h in healths] == health_ids
+    assert_listing_in_creation_order(listed, det_ids)
     assert {r["channel"] for r in recs} == {"socketio"}
     up.stop()
 
@@ -80,6 +99,7 @@ def test_server_restarted_ten_times_during_drain(stub, spool, run_uplink):
     producer.join()
     wait_until(lambda: spool_empty(spool), 60, "drained after restarts")
     assert_exactly_once(stub.records(), ids + live_ids)
+    assert_exact_order(stub, ids + live_ids)
     st = up.stats()
     assert st.sio_connects >= 2
     assert st.rejected == 0
@@ -102,22 +122,30 @@ def test_server_frozen_30s(stub, spool, run_uplink):
     producer.join()
     wait_until(lambda: spool_empty(spool), 60, "drained after thaw")
     assert_exactly_once(stub.records(), ids + live_ids)
+    assert_exact_order(stub, ids + live_ids)
     assert up.stats().rejected == 0
     up.stop()
 
 
-@pytest.mark.parametrize("channel", ["socketio", "rest"])
-def test_server_returning_500s(stub, spool, run_uplink, channel):
+# REST carries one request at a time, so after the first 500 every further
+# one hits the same resent reading, each after a pause: fewer, or the test
+# spends a minute in pauses.
+@pytest.mark.parametrize(("channel", "fails"), [("socketio", 40), ("rest", 10)])
+def test_server_returning_500s(stub, spool, run_uplink, channel, fails, caplog):
+    caplog.set_level(logging.DEBUG, logger="lpr_agent.uplink.applier")
     if channel == "rest":
         stub.faults(block_socketio=True)
-    stub.faults(fail_next=40, fail_status=500)
+    stub.faults(fail_next=fails, fail_status=500)
     ids = put_detections(spool, 200)
     up = run_uplink(fast_config(stub.url))
     wait_until(lambda: spool_empty(spool), 60, "drained despite 500s")
-    assert stub.faults()["injected_failures"] == 40
+    assert stub.faults()["injected_failures"] == fails
     assert_exactly_once(stub.records(), ids)
+    arrived = [r["event_id"] for r in stub.records()]
+    assert_arrival_stop_and_wait(arrived, ids, retried_event_ids(caplog.messages))
+    assert_listing_in_creation_order(stub.records(camera_id=CAMERA), ids)
     st = up.stats()
-    assert st.retried >= 40 and st.rejected == 0
+    assert st.retried >= fails and st.rejected == 0
     assert st.channel == channel
     up.stop()
 
@@ -135,6 +163,7 @@ def test_server_withholding_acks(stub, spool, run_uplink):
     wait_until(lambda: spool_empty(spool), 30, "drained")
     wait_until(lambda: up.stats().channel == "socketio", 10, "back on Socket.IO")
     assert_exactly_once(stub.records(), ids + more)
+    assert_exact_order(stub, ids + more)
     st = up.stats()
     assert st.fallback_switches >= 1 and st.rejected == 0
     up.stop()
@@ -151,6 +180,7 @@ def test_server_stalling_everything(stub, spool, run_uplink):
     stub.faults(stall=False)
     wait_until(lambda: spool_empty(spool), 30, "drained after the stall")
     assert_exactly_once(stub.records(), ids + more)
+    assert_exact_order(stub, ids + more)
     up.stop()
 
 
@@ -164,6 +194,7 @@ def test_server_dropping_connections(stub, spool, run_uplink):
     producer.join()
     wait_until(lambda: spool_empty(spool), 60, "drained")
     assert_exactly_once(stub.records(), ids + live_ids)
+    assert_exact_order(stub, ids + live_ids)
     st = up.stats()
     assert st.sio_connects >= 2 and st.rejected == 0
     up.stop()
@@ -188,6 +219,7 @@ def test_fallback_to_rest_and_back(stub, spool, run_uplink):
     wait_until(lambda: spool_empty(spool), 30, "drained")
     recs = stub.records()
     assert_exactly_once(recs, ids)
+    assert_exact_order(stub, ids)
     assert {"rest", "socketio"} <= {r["channel"] for r in recs}
     st = up.stats()
     assert st.fallback_switches >= 1

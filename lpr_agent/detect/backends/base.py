@@ -14,6 +14,9 @@ class RegionBox:
 
     quad: np.ndarray  # (4, 2) float32 corners: top-left, top-right, bottom-right, bottom-left
     score: float
+    # Text too faint or broken to be a line at this scale (a small, distant
+    # plate): not a candidate, but worth a second look at full resolution.
+    weak: bool = False
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:

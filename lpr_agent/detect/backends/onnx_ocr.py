@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from lpr_agent.detect.backends.base import CharRead, RegionBox, TextRead
+from lpr_agent.detect.backends.rec_cut import cut_recogniser, dictionary
 from lpr_agent.detect.models import DEFAULT_MODELS, model_path, sha256_of
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,20 @@ ALNUM = DIGITS + LETTERS
 
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+# Weak lines (see OnnxOcrBackend._weak_lines), in detection-map pixels.
+WEAK_JOIN_PX = 5  # characters closer than this join into one line
+WEAK_MIN_PX = 3
+WEAK_MAX_PX = 24  # taller text is read by the first pass or is not a small plate
+WEAK_MIN_PEAK = 0.6  # the detector must have been fairly sure of some character
+WEAK_MIN_BLOBS = 3  # characters (separate blobs) in a weak line
+
+
+def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """How much of box ``a`` lies inside box ``b`` (0..1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return ix * iy / area if area > 0 else 0.0
 
 
 def return_freed_memory(threshold: int = 256 * 1024) -> bool:
@@ -49,6 +64,12 @@ def return_freed_memory(threshold: int = 256 * 1024) -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (the cut recogniser emits logits)."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _order_quad(points: np.ndarray) -> np.ndarray:
@@ -86,6 +107,7 @@ class OnnxOcrBackend:
         rec_model: str | None = None,
         rec_batch: int = 8,
         return_memory: bool = True,
+        cut_classes: bool = True,
     ) -> None:
         self.threads = threads
         self.det_max_side = det_max_side
@@ -96,13 +118,15 @@ class OnnxOcrBackend:
         self.rec_model_override = rec_model
         self.rec_batch = rec_batch
         self.return_memory = return_memory
+        self.cut_classes = cut_classes
+        self._rec_logits = False  # True when the cut recogniser (logits) is loaded
         self._det = None
         self._rec = None
         self._det_path: Path | None = None
         self._rec_path: Path | None = None
 
     # --- loading -----------------------------------------------------------------
-    def _session(self, path: Path):  # -> onnxruntime.InferenceSession
+    def _session(self, path: Path | bytes):  # -> onnxruntime.InferenceSession
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -118,7 +142,8 @@ class OnnxOcrBackend:
         # without it RSS follows actual use (frames vary in size).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
-        return ort.InferenceSession(str(path), sess_options=opts,
+        model = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(model, sess_options=opts,
                                     providers=["CPUExecutionProvider"])
 
     @property
@@ -135,20 +160,36 @@ class OnnxOcrBackend:
         log.info("loading text detector %s", self._det_path)
         self._det = self._session(self._det_path)
         log.info("loading text recogniser %s", self._rec_path)
-        self._rec = self._session(self._rec_path)
+        chars = self._load_recogniser(self._rec_path)
         self._det_input = self._det.get_inputs()[0].name
         self._rec_input = self._rec.get_inputs()[0].name
-        self._build_vocab()
+        self._build_vocab(chars)
 
-    def _build_vocab(self) -> None:
+    def _load_recogniser(self, path: Path) -> list[str]:
+        """Load the recogniser, cut to the plate alphabet when possible; its class characters."""
+        if self.cut_classes:
+            try:
+                cut = cut_recogniser(path)
+            except (ValueError, KeyError, ImportError) as exc:
+                # A replacement model of another shape still works, only slower.
+                log.warning("cannot cut recogniser %s to plate classes (%s); using it whole",
+                            path, exc)
+            else:
+                self._rec = self._session(cut.model)
+                self._rec_logits = True
+                return cut.characters
+        self._rec = self._session(path)
+        self._rec_logits = False
+        return dictionary(self._rec.get_modelmeta().custom_metadata_map["character"])
+
+    def _build_vocab(self, chars: list[str]) -> None:
         assert self._rec is not None
-        meta = self._rec.get_modelmeta().custom_metadata_map
-        chars = ["<blank>", *meta["character"].split("\n"), " "]
         n_out = self._rec.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(chars):
             raise RuntimeError(f"recogniser has {n_out} classes but its dictionary {len(chars)}")
-        # Group the ~18k classes into: blank, 36 plate characters (upper and
-        # lower case merged, fullwidth forms ignored) and "anything else",
+        # Group the classes (96 of the cut model, ~18k of the full one) into:
+        # blank, 36 plate characters (upper and lower case merged, fullwidth
+        # forms ignored) and "anything else",
         # which we treat as a separator. Restricting the decode this way
         # stops Chinese/symbol classes from swallowing a plate character.
         index: dict[str, list[int]] = {c: [] for c in ALNUM}
@@ -217,7 +258,40 @@ class OnnxOcrBackend:
             pts[:, 1] = np.clip(pts[:, 1], 0, ph) * sy
             quad = _order_quad(pts)
             boxes.append(RegionBox(quad=quad, score=score))
-        return boxes
+        return boxes + self._weak_lines(pred, mask, boxes, sx, sy)
+
+    def _weak_lines(self, pred: np.ndarray, mask: np.ndarray, strong: list[RegionBox],
+                    sx: float, sy: float) -> list[RegionBox]:
+        """Small text the box rules dropped: characters that did not join into a line.
+
+        At the shrunk scale a small plate's text kernel breaks into per-character
+        blobs thinner than a box may be; joined horizontally they show where
+        a line probably is. Returned as ``weak`` regions: never read as they
+        are, only looked at again at full resolution (:mod:`..second_look`).
+        """
+        joined = cv2.dilate(mask, np.ones((1, WEAK_JOIN_PX), np.uint8))
+        contours, _ = cv2.findContours(joined, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        _, blobs = cv2.connectedComponents(mask)
+        taken = [r.bbox for r in strong]
+        out: list[RegionBox] = []
+        for contour in contours[:1000]:
+            x, y, w, h = cv2.boundingRect(contour)
+            if not WEAK_MIN_PX <= h <= WEAK_MAX_PX or w < 1.5 * h:
+                continue
+            if float(pred[y:y + h, x:x + w].max()) < WEAK_MIN_PEAK:
+                continue
+            # A line of characters is several blobs; a lane marking or a
+            # pole is one long stroke.
+            if len(np.unique(blobs[y:y + h, x:x + w])) - 1 < WEAK_MIN_BLOBS:
+                continue
+            box = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
+            if any(_inside(box, t) > 0.5 for t in taken):
+                continue
+            quad = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]],
+                             [box[0], box[3]]], np.float32)
+            out.append(RegionBox(quad=quad, score=float(pred[y:y + h, x:x + w].mean()),
+                                 weak=True))
+        return out
 
     # --- recognition ---------------------------------------------------------------
     def read_regions(self, frame: np.ndarray, regions: list[RegionBox]) -> list[TextRead]:
@@ -251,6 +325,8 @@ class OnnxOcrBackend:
                 batch[j, :, :, :rw] = (img.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(
                     2, 0, 1)
             probs = self._rec.run(None, {self._rec_input: batch})[0]
+            if self._rec_logits:
+                probs = _softmax(probs)
             for j, (_, i, _) in enumerate(chunk):
                 results[i] = self._decode(probs[j])
         return results
