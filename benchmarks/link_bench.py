@@ -46,12 +46,12 @@ sys.path.insert(0, str(REPO))
 
 import socketio  # noqa: E402
 
-from lpr_agent.identity import CameraIdentity  # noqa: E402
 from lpr_agent.spool import Kind, Spool, SpoolConfig  # noqa: E402
 from lpr_agent.uplink import Uplink, UplinkConfig  # noqa: E402
 from tests.helpers.link_shaper import LinkProfile, ShaperProcess  # noqa: E402
 from tests.helpers.payloads import detection  # noqa: E402
 from tests.helpers.stub_process import StubProcess  # noqa: E402
+from tests.helpers.uplink_thread import UplinkThread, wait_for  # noqa: E402
 
 CAMERA = "camera_link_bench"
 PROFILES = {  # name: (bits/s each way, one-way latency s)
@@ -71,44 +71,6 @@ def backlog(n: int, image_kb: int) -> list[dict[str, Any]]:
 
 def payload_bytes(payloads: list[dict[str, Any]]) -> int:
     return sum(len(json.dumps(p, separators=(",", ":"))) for p in payloads)
-
-
-class UplinkThread:
-    """The real Uplink in its own event loop thread, as in the daemon."""
-
-    def __init__(self, config: UplinkConfig, spool: Spool) -> None:
-        self.uplink = Uplink(config, CameraIdentity(camera_id=CAMERA), spool)
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.stop_event = asyncio.Event()
-            await self.uplink.run(self.stop_event)
-
-        self.loop.run_until_complete(main())
-        self.loop.close()
-
-    def start(self) -> UplinkThread:
-        self.thread.start()
-        while self.stop_event is None:
-            time.sleep(0.001)
-        return self
-
-    def stop(self) -> None:
-        assert self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(15)
-
-
-def wait_for(cond: Any, timeout: float, step: float = 0.01) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError("benchmark condition not reached")
-        time.sleep(step)
-    return time.monotonic()
 
 
 class QueueSampler:
@@ -174,8 +136,8 @@ def drain_through_link(tmp: Path, name: str, rate: float, latency: float,
         spool = Spool.open(SpoolConfig(path=tmp / f"{name}.db"))
         spool.put_many([(Kind.DETECTION, p) for p in payloads])
         config = UplinkConfig(server_url=f"http://127.0.0.1:{link.port}")  # product defaults
-        up = UplinkThread(config, spool)
-        t0 = time.monotonic()
+        up = UplinkThread(config, spool, CAMERA)
+        t0 = time.perf_counter()
         with QueueSampler(up.uplink) as sampler:
             up.start()
             t1 = wait_for(lambda: spool.stats().items == 0, 900, 0.05)
@@ -234,7 +196,7 @@ def frozen_server(tmp: Path, *, draining: bool, measured: bool = True) -> float:
     name = f"frozen-{draining}-{measured}"
     with StubProcess(tmp / f"{name}-stub.db", "--log-level", "WARNING") as stub:
         spool = Spool.open(SpoolConfig(path=tmp / f"{name}.db", synchronous="NORMAL"))
-        up = UplinkThread(UplinkConfig(server_url=stub.url), spool).start()
+        up = UplinkThread(UplinkConfig(server_url=stub.url), spool, CAMERA).start()
         wait_for(lambda: up.uplink.stats().connected, 15)
         if measured and not draining:
             # The agent has been running: a few readings went out, then quiet.
@@ -254,7 +216,7 @@ def frozen_server(tmp: Path, *, draining: bool, measured: bool = True) -> float:
         else:
             time.sleep(1.0)  # idle, connected
         stub.freeze()
-        t0 = time.monotonic()
+        t0 = time.perf_counter()
         if not draining:
             spool.put(Kind.DETECTION, backlog(1, 50)[0])
         t1 = wait_for(lambda: not up.uplink.stats().connected, 60, 0.005)

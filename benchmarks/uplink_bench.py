@@ -37,10 +37,10 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 import socketio  # noqa: E402
 
-from lpr_agent.config import CameraIdentity  # noqa: E402
 from lpr_agent.spool import Kind, Spool, SpoolConfig  # noqa: E402
 from lpr_agent.uplink import Uplink, UplinkConfig  # noqa: E402
 from tests.helpers.stub_process import StubProcess  # noqa: E402
+from tests.helpers.uplink_thread import UplinkThread, wait_for  # noqa: E402
 
 CAMERA = "camera_bench"
 WINDOW = 64
@@ -155,48 +155,12 @@ class TimedUplink(Uplink):
         self._ops.ack = timed_ack  # type: ignore[method-assign]
 
 
-class UplinkThread:
-    def __init__(self, config: UplinkConfig, spool: Spool) -> None:
-        self.uplink = TimedUplink(config, CameraIdentity(camera_id=CAMERA), spool)
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.stop_event = asyncio.Event()
-            await self.uplink.run(self.stop_event)
-
-        self.loop.run_until_complete(main())
-        self.loop.close()
-
-    def start(self) -> UplinkThread:
-        self.thread.start()
-        while self.stop_event is None:
-            time.sleep(0.001)
-        return self
-
-    def stop(self) -> None:
-        assert self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(15)
-
-
-def wait_for(cond: Any, timeout: float, step: float = 0.002) -> float:
-    t0 = time.perf_counter()
-    while not cond():
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError("benchmark condition not reached")
-        time.sleep(step)
-    return time.perf_counter()
-
-
 def uplink_drain(url: str, tmp: Path, name: str, payloads: list[dict[str, Any]],
                  **cfg: Any) -> float:
     spool = open_spool(tmp / f"{name}.db")
     spool.put_many([(Kind.DETECTION, p) for p in payloads])
     config = UplinkConfig(server_url=url, window=WINDOW, rest_concurrency=REST_CONCURRENCY, **cfg)
-    up = UplinkThread(config, spool)
+    up = UplinkThread(config, spool, CAMERA, TimedUplink)
     t0 = time.perf_counter()
     up.start()
     # Poll the instrumentation, not spool.stats(): a busy poll of the spool
@@ -212,7 +176,7 @@ def uplink_drain(url: str, tmp: Path, name: str, payloads: list[dict[str, Any]],
 def latency(url: str, tmp: Path, n: int) -> dict[str, float]:
     """One reading at a time, as a live camera produces them."""
     spool = open_spool(tmp / "latency.db")
-    up = UplinkThread(UplinkConfig(server_url=url), spool).start()
+    up = UplinkThread(UplinkConfig(server_url=url), spool, CAMERA, TimedUplink).start()
     wait_for(lambda: up.uplink.stats().connected, 10)
     put_at: dict[int, float] = {}
     put_start: dict[int, float] = {}
@@ -243,7 +207,7 @@ def latency(url: str, tmp: Path, n: int) -> dict[str, float]:
 
 def failover(stub: StubProcess, tmp: Path) -> tuple[float, float, float]:
     spool = open_spool(tmp / "failover.db")
-    up = UplinkThread(UplinkConfig(server_url=stub.url), spool).start()
+    up = UplinkThread(UplinkConfig(server_url=stub.url), spool, CAMERA, TimedUplink).start()
     wait_for(lambda: up.uplink.stats().connected, 10)
     stop = threading.Event()
 

@@ -152,6 +152,10 @@ def lease_ahead(channel: str, window: int, config: UplinkConfig, typical_size: f
         ahead *= 4
         if rest_rtt_s:
             ahead = min(ahead, int(config.rest_concurrency * half_lease / rest_rtt_s))
-    elif sio_rate:
-        ahead = min(ahead, int(sio_rate * half_lease / size))
+    else:
+        # Before the first ack the rate is unknown: assume the floor a slow
+        # link is allowed (the first lease is small; the next one, after an
+        # ack, is sized to the measured rate).
+        rate = sio_rate or config.link_min_rate_kbps * 125.0  # kbit/s -> bytes/s
+        ahead = min(ahead, int(rate * half_lease / size))
     return max(4, min(ahead, int(_AHEAD_BYTES / size)))

@@ -188,14 +188,17 @@ class CountingProxy:
     """TCP proxy in front of the stub that notes when each connection arrives.
 
     Every TCP connection a camera opens (Socket.IO handshake, REST request) is
-    one attempt; while the stub is down the proxy still accepts and then
-    closes, exactly as a refused connect costs the camera a try.
+    one attempt. While the stub is down the proxy does not listen either
+    (:meth:`pause`), so a camera's connect is refused by the kernel exactly as
+    by a server that is down; accepting and then closing instead would look
+    to the camera like a request lost in flight.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.accepts: list[float] = []
+        self._server: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -209,13 +212,29 @@ class CountingProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
+    def pause(self) -> None:
+        """Stop listening (the port refuses connections) until :meth:`resume`."""
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+
+    def resume(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
+                                                  backlog=1024)
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024))
+        self._loop.run_until_complete(self._listen())
         self._ready.set()
         self._loop.run_forever()
-        server.close()
+        if self._server is not None:
+            self._server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepts.append(time.monotonic())
@@ -289,9 +308,11 @@ def run_fleet(opt: FleetOptions, stub: StubProcess | None = None) -> dict[str, A
         steady_from = t_start + opt.warmup_s
         steady_to = steady_from + opt.steady_s
         time.sleep(max(0.0, steady_to - time.monotonic()))
+        proxy.pause()
         stub.stop()
         time.sleep(opt.down_s)
         stub.start()
+        proxy.resume()
         t_back = time.monotonic()
         time.sleep(opt.recover_s)
         control["producing"].value = 0
@@ -354,6 +375,7 @@ def _figures(opt: FleetOptions, results: list[dict[str, Any]], accepts: list[flo
         "storm_peak_per_s": max(attempts),
         "storm_mean_per_s": round(mean_attempts, 2),
         "storm_peak_to_mean": round(max(attempts) / mean_attempts, 2) if mean_attempts else None,
+        "attempts_per_s": attempts,
         "p50_ack_ms": round(pct(latencies, 0.5) or 0.0, 1),
         "p99_ack_ms": round(pct(latencies, 0.99) or 0.0, 1),
         "resent": sum(u["retried"] for u in uplinks),

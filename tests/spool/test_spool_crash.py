@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,12 @@ import pytest
 from lpr_agent.spool import Kind, Spool
 
 from .conftest import SCALE, config, detection, health
+from .powercut.rig import fork
 
 # At least 200 kill points; more with LPR_CRASH_KILLS (or LPR_SOAK_SCALE).
 KILLS = int(os.environ.get("LPR_CRASH_KILLS", str(200 * SCALE)))
 
 
-def fork(target: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 0
-        try:
-            target()
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        finally:
-            os._exit(code)
-    return pid
 
 
 def append_line(fd: int, text: str) -> None:

@@ -51,7 +51,10 @@ CFG = fast_config("http://127.0.0.1:9", batch=64, rest_concurrency=8)  # lease_s
 
 
 @pytest.mark.parametrize(("channel", "window", "size", "rtt", "rate", "ahead"), [
-    ("socketio", 64, 1000, None, None, 128),  # two windows
+    ("socketio", 64, 1000, None, 1e8, 128),  # two windows
+    # Before the first ack: the link's rate floor (64 kbit/s) x half a lease.
+    ("socketio", 64, 1000, None, None, 56),
+    ("socketio", 64, 50_000, None, None, 4),
     ("socketio", 1, 1000, None, None, 4),  # stop-and-wait / legacy
     ("rest", 8, 1000, None, None, 256),  # four batches: fewer hops to the worker thread
     ("rest", 8, 1000, 0.002, None, 256),  # a fast server does not bound it

@@ -186,6 +186,27 @@ def test_sio_reconnect_is_quick_while_rest_works_and_slow_otherwise():
     assert quick <= 1.5
 
 
+def test_server_down_one_timer_socketio_follows_rest():
+    # Both channels fail: the server is down. Socket.IO does not keep a timer
+    # of its own but tries just after REST's next try, so that a fleet's
+    # first attempts after the server's return are not the sooner of two
+    # timers (densest right at the return).
+    state, clock = make()
+    for _ in range(10):
+        state.sio_connect_failed()
+    clock.t += 600
+    rest_delay = state.rest_failed()
+    assert rest_delay is not None
+    for _ in range(200):
+        delay = state.sio_delay()
+        assert rest_delay <= delay <= rest_delay + 0.25
+    # REST idle (its retry time passed, nothing tried): Socket.IO's own
+    # backoff again, never a hot loop.
+    clock.t = state.rest_retry_at + 1
+    delays = [state.sio_delay() for _ in range(200)]
+    assert max(delays) > 1.0 and min(delays) >= 0
+
+
 def test_refused_registration_backs_off_the_long_way_even_when_rest_works():
     state, clock = make()
     state.rest_ok()
