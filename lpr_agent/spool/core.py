@@ -9,6 +9,7 @@ docstring).
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import random
@@ -30,7 +31,7 @@ from lpr_agent.spool.leases import Leases
 log = logging.getLogger(__name__)
 
 
-class SpoolCore:
+class SpoolCore(abc.ABC):
     """Shared state and transactions. Use ``Spool.open()``."""
 
     # Ids reserved per ledger write (a class attribute so that tests can make
@@ -146,8 +147,9 @@ class SpoolCore:
 
     # --- hooks the mixins provide to each other -----------------------------------
 
+    @abc.abstractmethod
     def maintain(self, *, force_disk_check: bool = False, emergency: bool = False) -> None:
-        raise NotImplementedError
+        """Caps, degradation, vacuum (``maintenance.Maintenance``)."""
 
     def _maintain_quietly(self) -> None:
         # The put/ack has committed: a failure of the housekeeping after it
@@ -157,8 +159,9 @@ class SpoolCore:
         except Exception:
             log.exception("spool: maintenance failed (will retry)")
 
+    @abc.abstractmethod
     def _move_to_dead(self, ids: list[int], reason: str, now: float) -> int:
-        raise NotImplementedError
+        """Turn ``ids`` into dead letters (``acks.Acks``)."""
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
