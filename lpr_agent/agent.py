@@ -35,6 +35,7 @@ from lpr_agent import __version__
 from lpr_agent.config import EX_CONFIG, AgentConfig, ConfigError, load_config
 from lpr_agent.health import HealthReporter
 from lpr_agent.logs import setup_logging
+from lpr_agent.malloc import limit_arenas
 from lpr_agent.status import STATUS_FILE, DaemonStatus, status_line, write_status
 from lpr_agent.systemd import Notifier, WatchdogGate, extended_start, watchdog_interval
 
@@ -92,6 +93,7 @@ class Agent:
     # --- entry -----------------------------------------------------------------------
 
     def run(self) -> int:
+        limit_arenas()  # before any thread starts
         return asyncio.run(self._main())
 
     async def _main(self) -> int:

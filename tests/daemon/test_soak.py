@@ -114,5 +114,8 @@ def test_soak_with_server_restarts_freezes_and_500s(tmp_path: Path) -> None:
         warm = [r for t, r in rss if DURATION / 3 <= t < DURATION / 3 + max(5, DURATION / 10)]
         end = [r for t, r in rss if t >= DURATION - max(5, DURATION / 10)]
         base, last = statistics.median(warm), statistics.median(end)
-        assert last <= base * 1.05, f"RSS grew {100 * (last / base - 1):.1f} % ({base} -> {last})"
+        series = " ".join(f"{t:.0f}s:{r / 2**20:.0f}" for t, r in rss[::5])
+        assert last <= base * 1.05, (
+            f"RSS grew {100 * (last / base - 1):.1f} % ({base} -> {last}); MiB over time: "
+            f"{series}; faults {faults_done}")
 
