@@ -17,7 +17,19 @@ import ctypes
 import ctypes.util
 import os
 
-M_ARENA_MAX = -8  # glibc mallopt parameter
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
+M_ARENA_MAX = -8
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt``; False where there is none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(param, value))
+    except (OSError, AttributeError):
+        return False
 
 
 def limit_arenas(count: int = 2) -> bool:
@@ -25,10 +37,4 @@ def limit_arenas(count: int = 2) -> bool:
     Returns False where there is nothing to tune (not glibc)."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False  # the operator's setting wins
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).mallopt(M_ARENA_MAX, count))
-    except (OSError, AttributeError):  # musl, macOS: no mallopt
-        return False
+    return mallopt(M_ARENA_MAX, count)

@@ -18,6 +18,7 @@ import numpy as np
 from lpr_agent.detect.backends.base import CharRead, RegionBox, TextRead
 from lpr_agent.detect.backends.rec_cut import cut_recogniser, dictionary
 from lpr_agent.detect.models import DEFAULT_MODELS, model_path, sha256_of
+from lpr_agent.malloc import M_MMAP_THRESHOLD, mallopt
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ DIGITS = "0123456789"
 ALNUM = DIGITS + LETTERS
 
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 # Weak lines (see OnnxOcrBackend._weak_lines), in detection-map pixels.
 WEAK_JOIN_PX = 5  # characters closer than this join into one line
 WEAK_MIN_PX = 3
@@ -53,17 +53,7 @@ def return_freed_memory(threshold: int = 256 * 1024) -> bool:
     360 → 203 MB peak for det 960x544 + rec batch 8, at no measurable CPU
     cost). A fixed threshold keeps big blocks in mmap, returned on free.
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
+    return mallopt(M_MMAP_THRESHOLD, threshold)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
